@@ -1,0 +1,456 @@
+// Config: zod schemas for every module kind, loaded from YAML with errors that name file, line and key.
+import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { LineCounter, parseDocument, isCollection, isMap, isScalar, type Node as YamlNode } from 'yaml'
+import { z } from 'zod'
+import { parseDuration } from './duration.ts'
+import { Secret } from './secret.ts'
+import { parseTargetRule, type TargetRule } from './targets.ts'
+
+// ---------------------------------------------------------------- building blocks
+
+const duration = z.union([z.number().positive(), z.string()]).transform((value, ctx) => {
+  const seconds = typeof value === 'number' ? value : parseDuration(value)
+  if (seconds === undefined || seconds <= 0) {
+    ctx.issues.push({
+      code: 'custom',
+      input: value,
+      message: `"${value}" is not a duration (e.g. 500ms, 10s, 5m)`,
+    })
+    return z.NEVER
+  }
+  return seconds
+})
+
+function readFile(path: string, ctx: z.RefinementCtx, key: string): Buffer | undefined {
+  try {
+    return readFileSync(path)
+  } catch (err) {
+    ctx.issues.push({
+      code: 'custom',
+      input: path,
+      path: [key],
+      message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    })
+    return undefined
+  }
+}
+
+/**
+ * A secret given as `name`, `name_file` or `name_env` (exactly one), resolved at load time.
+ * Returns the three optional keys; `resolveSecret` turns them into a Secret.
+ */
+function secretKeys<N extends string>(name: N) {
+  const opt = z.string().min(1).optional()
+  return { [name]: opt, [`${name}_file`]: opt, [`${name}_env`]: opt } as Record<
+    N | `${N}_file` | `${N}_env`,
+    typeof opt
+  >
+}
+
+function resolveSecret(
+  raw: Record<string, unknown>,
+  name: string,
+  ctx: z.RefinementCtx,
+  required: boolean,
+): Secret | undefined {
+  const given = [name, `${name}_file`, `${name}_env`].filter((k) => raw[k] !== undefined)
+  if (given.length > 1) {
+    ctx.issues.push({
+      code: 'custom',
+      input: raw,
+      path: [given[1] ?? name],
+      message: `give only one of ${given.join(', ')}`,
+    })
+    return undefined
+  }
+  const key = given[0]
+  if (key === undefined) {
+    if (required)
+      ctx.issues.push({
+        code: 'custom',
+        input: raw,
+        path: [name],
+        message: `${name}, ${name}_file or ${name}_env is required`,
+      })
+    return undefined
+  }
+  const value = raw[key] as string
+  if (key === name) return new Secret(value)
+  if (key.endsWith('_file')) {
+    const content = readFile(value, ctx, key)
+    return content === undefined ? undefined : new Secret(content.toString('utf8').replace(/\r?\n$/, ''))
+  }
+  const env = process.env[value]
+  if (env === undefined || env === '') {
+    ctx.issues.push({
+      code: 'custom',
+      input: value,
+      path: [key],
+      message: `environment variable ${value} is not set`,
+    })
+    return undefined
+  }
+  return new Secret(env)
+}
+
+const TlsVersion = z.enum(['TLS10', 'TLS11', 'TLS12', 'TLS13'])
+export type TlsVersion = z.infer<typeof TlsVersion>
+
+const TlsConfigSchema = z
+  .strictObject({
+    ca_file: z.string().min(1).optional(),
+    cert_file: z.string().min(1).optional(),
+    key_file: z.string().min(1).optional(),
+    server_name: z.string().min(1).optional(),
+    min_version: TlsVersion.optional(),
+    insecure_skip_verify: z.boolean().default(false),
+  })
+  .transform((raw, ctx) => {
+    if ((raw.cert_file === undefined) !== (raw.key_file === undefined)) {
+      ctx.issues.push({
+        code: 'custom',
+        input: raw,
+        path: [raw.cert_file === undefined ? 'cert_file' : 'key_file'],
+        message: 'cert_file and key_file go together',
+      })
+    }
+    return {
+      ca: raw.ca_file === undefined ? undefined : readFile(raw.ca_file, ctx, 'ca_file'),
+      cert: raw.cert_file === undefined ? undefined : readFile(raw.cert_file, ctx, 'cert_file'),
+      key: raw.key_file === undefined ? undefined : readFile(raw.key_file, ctx, 'key_file'),
+      ca_file: raw.ca_file,
+      cert_file: raw.cert_file,
+      key_file: raw.key_file,
+      server_name: raw.server_name,
+      min_version: raw.min_version,
+      insecure_skip_verify: raw.insecure_skip_verify,
+    }
+  })
+export type TlsConfig = z.output<typeof TlsConfigSchema>
+
+const IpProtocol = z.enum(['ip4', 'ip6'])
+
+/** Fields every protocol section shares: address family, TLS. */
+const connectionFields = {
+  preferred_ip_protocol: IpProtocol.default('ip4'),
+  ip_protocol_fallback: z.boolean().default(true),
+  tls_config: TlsConfigSchema.prefault({}),
+}
+
+const SMTP_MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'CRAM-MD5', 'XOAUTH2', 'PLAIN', 'LOGIN'] as const
+const POP3_MECHANISMS = [
+  'SCRAM-SHA-256',
+  'SCRAM-SHA-1',
+  'CRAM-MD5',
+  'APOP',
+  'XOAUTH2',
+  'PLAIN',
+  'LOGIN',
+  'USER',
+] as const
+/** IMAP-LOGIN is the IMAP LOGIN command (RFC 9051 6.2.3), as opposed to the SASL mechanism LOGIN. */
+const IMAP_MECHANISMS = ['OAUTHBEARER', 'XOAUTH2', 'PLAIN', 'LOGIN', 'IMAP-LOGIN'] as const
+export type SmtpMechanism = (typeof SMTP_MECHANISMS)[number]
+export type Pop3Mechanism = (typeof POP3_MECHANISMS)[number]
+export type ImapMechanism = (typeof IMAP_MECHANISMS)[number]
+export { SMTP_MECHANISMS, POP3_MECHANISMS, IMAP_MECHANISMS }
+
+function authSchema<M extends readonly [string, ...string[]]>(mechanisms: M) {
+  return z
+    .strictObject({
+      username: z.string().min(1),
+      ...secretKeys('password'),
+      ...secretKeys('oauth2_token'),
+      /** Preference order; default: the strongest both sides support. */
+      mechanisms: z.array(z.enum(mechanisms)).min(1).optional(),
+      /** Try each advertised mechanism in turn until one works. */
+      try_all_mechanisms: z.boolean().default(false),
+      /** Allow credentials over a connection without TLS. */
+      allow_plaintext: z.boolean().default(false),
+    })
+    .transform((raw, ctx) => {
+      const password = resolveSecret(raw, 'password', ctx, false)
+      const oauth2_token = resolveSecret(raw, 'oauth2_token', ctx, false)
+      if (password === undefined && oauth2_token === undefined && ctx.issues.length === 0) {
+        ctx.issues.push({
+          code: 'custom',
+          input: raw,
+          path: ['password'],
+          message: 'password (or password_file, password_env, oauth2_token...) is required',
+        })
+      }
+      return {
+        username: raw.username,
+        password,
+        oauth2_token,
+        mechanisms: raw.mechanisms as M[number][] | undefined,
+        try_all_mechanisms: raw.try_all_mechanisms,
+        allow_plaintext: raw.allow_plaintext,
+      }
+    })
+}
+
+const SmtpAuthSchema = authSchema(SMTP_MECHANISMS)
+export type SmtpAuth = z.output<typeof SmtpAuthSchema>
+export type Pop3Auth = z.output<ReturnType<typeof authSchema<typeof POP3_MECHANISMS>>>
+export type ImapAuth = z.output<ReturnType<typeof authSchema<typeof IMAP_MECHANISMS>>>
+
+const addressList = z
+  .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+  .transform((v) => (Array.isArray(v) ? v : [v]))
+
+const SendSchema = z.strictObject({
+  from: z.string().min(1),
+  to: addressList,
+  /** The unique id of each mail is appended to this subject. */
+  subject: z.string().default('mailprobe test'),
+  headers: z.record(z.string(), z.string()).default({}),
+  body: z.string().default('This is a test mail sent by mailprobe_exporter. It can be deleted.\n'),
+})
+export type SendConfig = z.output<typeof SendSchema>
+
+function defaultEhloName(): string {
+  const name = hostname()
+  return name.includes('.') ? name : 'mailprobe.localdomain'
+}
+
+const SmtpSettingsSchema = z
+  .strictObject({
+    tls: z.enum(['none', 'starttls', 'starttls_opportunistic', 'implicit']).default('starttls'),
+    ...connectionFields,
+    ehlo: z.string().min(1).default(defaultEhloName),
+    auth: SmtpAuthSchema.optional(),
+    /** When AUTH fails (or is not offered) on a cleartext connection, reconnect with STARTTLS and try again. */
+    retry_with_starttls: z.boolean().default(false),
+    /** Let MAIL, RCPT and DATA share one round trip when the server offers PIPELINING. */
+    pipelining: z.boolean().default(false),
+    send: SendSchema.optional(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.retry_with_starttls && s.tls !== 'none' && s.tls !== 'starttls_opportunistic')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['retry_with_starttls'],
+        message: `retry_with_starttls needs tls: none or starttls_opportunistic (tls is ${s.tls})`,
+      })
+    if (s.retry_with_starttls && s.auth === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['retry_with_starttls'],
+        message: 'retry_with_starttls needs auth',
+      })
+  })
+export type SmtpSettings = z.output<typeof SmtpSettingsSchema>
+
+const Pop3SettingsSchema = z.strictObject({
+  tls: z.enum(['none', 'stls', 'stls_opportunistic', 'implicit']).default('stls'),
+  ...connectionFields,
+  auth: authSchema(POP3_MECHANISMS),
+  /** Also run UIDL (and LIST) after STAT. */
+  list: z.boolean().default(false),
+})
+export type Pop3Settings = z.output<typeof Pop3SettingsSchema>
+
+const ImapSettingsSchema = z.strictObject({
+  tls: z.enum(['none', 'starttls', 'starttls_opportunistic', 'implicit']).default('starttls'),
+  ...connectionFields,
+  auth: authSchema(IMAP_MECHANISMS),
+  mailbox: z.string().min(1).default('INBOX'),
+  /** examine: EXAMINE the mailbox (read-only); status: STATUS without selecting it. */
+  mailbox_check: z.enum(['examine', 'status']).default('examine'),
+})
+export type ImapSettings = z.output<typeof ImapSettingsSchema>
+
+const RoundtripSettingsSchema = z
+  .strictObject({
+    mode: z.enum(['sync', 'deferred']).default('sync'),
+    /** The SMTP leg; the probe's target is the SMTP server. `send` is required. */
+    smtp: SmtpSettingsSchema,
+    /** The receiving leg: a fixed mailbox server. */
+    receive: z.strictObject({
+      protocol: z.enum(['imap', 'pop3']),
+      target: z.string().min(1),
+      imap: ImapSettingsSchema.optional(),
+      pop3: Pop3SettingsSchema.optional(),
+    }),
+    /** Deferred mode: a mail not found after this long counts as lost. */
+    lost_after: duration.default(600),
+    /** Probe mails (with our marker) older than this are deleted and counted as swept. */
+    sweep_after: duration.default(3600),
+    /** How often to look again when the server cannot push (no IDLE, or POP3). */
+    poll_interval: duration.default(1),
+    /** Time kept back from the deadline for deleting the mail and logging out. */
+    cleanup_reserve: duration.default(1),
+    /** POP3: how many of the newest messages to scan with TOP. */
+    scan_limit: z.number().int().positive().default(100),
+    /** IMAP: also look in the junk folder (\Junk special-use, then these names). */
+    junk_folders: z.array(z.string().min(1)).default(['Junk', 'Spam', 'Junk E-mail', 'Junk Email']),
+    /** Deferred mode: where in-flight mails are remembered across restarts. */
+    state_file: z.string().min(1).optional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.smtp.send === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['smtp', 'send'],
+        message: 'a round trip needs smtp.send (from, to)',
+      })
+    const leg = r.receive.protocol
+    if (r.receive[leg] === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['receive', leg],
+        message: `receive.protocol is ${leg}: receive.${leg} (with auth) is required`,
+      })
+    if (r.mode === 'deferred' && r.state_file === undefined)
+      ctx.addIssue({ code: 'custom', path: ['state_file'], message: 'mode: deferred needs state_file' })
+  })
+export type RoundtripSettings = z.output<typeof RoundtripSettingsSchema>
+
+// ---------------------------------------------------------------- modules
+
+const targetRules = z.array(z.string().min(1)).transform((rules, ctx) => {
+  const parsed: TargetRule[] = []
+  rules.forEach((text, i) => {
+    const rule = parseTargetRule(text)
+    if (typeof rule === 'string') ctx.issues.push({ code: 'custom', input: text, path: [i], message: rule })
+    else parsed.push(rule)
+  })
+  return parsed
+})
+
+/** Keys every module has, whatever its prober. */
+const moduleFields = {
+  timeout: duration.default(10),
+  /** A fixed target: /probe may omit `target`, and any other target is refused. */
+  target: z.string().min(1).optional(),
+  /** Targets /probe accepts: host, host:port, .domain (any subdomain), IP or CIDR network. */
+  allowed_targets: targetRules.optional(),
+}
+
+const SmtpModuleSchema = z.strictObject({
+  prober: z.literal('smtp'),
+  ...moduleFields,
+  smtp: SmtpSettingsSchema.prefault({}),
+})
+const Pop3ModuleSchema = z.strictObject({
+  prober: z.literal('pop3'),
+  ...moduleFields,
+  pop3: Pop3SettingsSchema,
+})
+const ImapModuleSchema = z.strictObject({
+  prober: z.literal('imap'),
+  ...moduleFields,
+  imap: ImapSettingsSchema,
+})
+const RoundtripModuleSchema = z.strictObject({
+  prober: z.literal('roundtrip'),
+  ...moduleFields,
+  roundtrip: RoundtripSettingsSchema,
+})
+
+const ModuleSchema = z
+  .discriminatedUnion('prober', [SmtpModuleSchema, Pop3ModuleSchema, ImapModuleSchema, RoundtripModuleSchema])
+  .superRefine((m, ctx) => {
+    const carriesCredentials = m.prober !== 'smtp' || m.smtp.auth !== undefined
+    if (carriesCredentials && m.target === undefined && m.allowed_targets === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allowed_targets'],
+        message:
+          'this module sends credentials: restrict where with `target` or `allowed_targets`, ' +
+          'so that nobody can make the exporter send them to a host of their choosing',
+      })
+  })
+
+export type Module = z.output<typeof ModuleSchema>
+export type SmtpModule = Extract<Module, { prober: 'smtp' }>
+export type Pop3Module = Extract<Module, { prober: 'pop3' }>
+export type ImapModule = Extract<Module, { prober: 'imap' }>
+export type RoundtripModule = Extract<Module, { prober: 'roundtrip' }>
+
+const ConfigSchema = z.strictObject({
+  modules: z.record(
+    z.string().regex(/^[A-Za-z0-9_.-]+$/, 'module names use A-Z a-z 0-9 _ . -'),
+    ModuleSchema,
+  ),
+})
+export type Config = z.output<typeof ConfigSchema>
+
+// ---------------------------------------------------------------- loading
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+  readonly problems: string[]
+  constructor(file: string, problems: string[]) {
+    super(`${file}: invalid config\n  ${problems.join('\n  ')}`)
+    this.problems = problems
+  }
+}
+
+/** The YAML node a zod issue path points at; for an unknown key, the key itself. */
+function locate(doc: ReturnType<typeof parseDocument>, path: PropertyKey[], unknownKey?: string) {
+  let node: unknown = doc.contents
+  for (const key of path) {
+    if (!isCollection(node)) break
+    const next: unknown = node.get(key, true)
+    // a missing key: point at the map that should hold it
+    if (next === undefined || next === null) break
+    node = next
+  }
+  if (unknownKey !== undefined && isMap(node)) {
+    const pair = node.items.find((p) => isScalar(p.key) && p.key.value === unknownKey)
+    if (pair && isScalar(pair.key)) return pair.key
+  }
+  return node as YamlNode | null
+}
+
+export function parseConfig(text: string, file: string): Config {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const where = (offset: number | undefined) => {
+    if (offset === undefined) return file
+    const { line, col } = lineCounter.linePos(offset)
+    return `${file}:${line}:${col}`
+  }
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => `${where(e.pos[0])}: ${e.message.split('\n')[0] ?? e.code}`),
+    )
+  }
+  const result = ConfigSchema.safeParse(doc.toJS() ?? {})
+  if (result.success) return result.data
+  const problems = result.error.issues.map((issue) => {
+    const unknown = issue.code === 'unrecognized_keys' ? issue.keys : [undefined]
+    return unknown
+      .map((key) => {
+        const node = locate(doc, issue.path, key)
+        const keyPath = [...issue.path, ...(key === undefined ? [] : [key])].map(String).join('.')
+        const message = key === undefined ? issue.message : `unknown key "${key}"`
+        return `${where(node?.range?.[0])}: ${keyPath || '(top level)'}: ${message}`
+      })
+      .join('\n  ')
+  })
+  throw new ConfigError(file, problems)
+}
+
+export function loadConfig(file: string): Config {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [`${file}: cannot read: ${(err as Error).message}`])
+  }
+  return parseConfig(text, file)
+}
+
+/** The module as JSON for /config and ?debug=true: secrets print as <secret>, file contents are left out. */
+export function redactModule(module: Module): unknown {
+  return JSON.parse(
+    JSON.stringify(module, (key, value: unknown) =>
+      ['ca', 'cert', 'key'].includes(key) && value !== undefined ? '<file contents>' : value,
+    ),
+  )
+}

@@ -1,0 +1,45 @@
+// Errors with data: where a probe failed (PhaseError) and what the server said (ProtocolError).
+
+/** A probe step failed; `phase` says which (like got's TimeoutError.event). */
+export class PhaseError extends Error {
+  override name = 'PhaseError'
+  readonly phase: string
+  constructor(phase: string, cause: unknown) {
+    super(`${phase}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+    this.phase = phase
+  }
+}
+
+/** The server answered, but not as expected; `reply` is its answer (secrets never included). */
+export class ProtocolError extends Error {
+  override name = 'ProtocolError'
+  readonly expected: string
+  readonly reply: string
+  /** SMTP reply code (e.g. 535); undefined for POP3/IMAP. */
+  readonly code: number | undefined
+  constructor(expected: string, reply: string, code?: number) {
+    super(`expected ${expected}, got "${reply}"`)
+    this.expected = expected
+    this.reply = reply
+    this.code = code
+  }
+}
+
+/** The probe's deadline passed (the signal aborted). */
+export class DeadlineError extends Error {
+  override name = 'DeadlineError'
+  constructor() {
+    super('probe deadline exceeded')
+  }
+}
+
+/** Walks the cause chain for the first error of a class. */
+export function findCause<T extends Error>(
+  err: unknown,
+  type: abstract new (...args: never[]) => T,
+): T | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 10; e = e.cause, depth++) {
+    if (e instanceof type) return e
+  }
+  return undefined
+}

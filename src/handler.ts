@@ -1,0 +1,180 @@
+// One probe: target check, deadline, fresh registry, probe_success/duration/failed phase, debug text, history.
+import { Gauge, Registry, type OpenMetricsContentType, type PrometheusContentType } from 'prom-client'
+import { stringify } from 'yaml'
+import { redactModule, type Module } from './config.ts'
+import { DeadlineError, PhaseError, findCause } from './errors.ts'
+import type { ExporterMetrics } from './exporter-metrics.ts'
+import type { History } from './history.ts'
+import { createProbeLogger, type Logger } from './logger.ts'
+import { runProber, defaultPort } from './probe.ts'
+import { parseTarget, targetAllowed, type Target } from './targets.ts'
+
+export interface HandlerDeps {
+  logger: Logger
+  history: History
+  metrics: ExporterMetrics
+  /** Seconds kept back from Prometheus' scrape timeout (--timeout-offset). */
+  timeoutOffset: number
+}
+
+export interface ProbeRequest {
+  moduleName: string
+  module: Module
+  /** The target query parameter, if given. */
+  target: string | undefined
+  /** X-Prometheus-Scrape-Timeout-Seconds, if sent. */
+  scrapeTimeout: string | undefined
+  debug: boolean
+  openMetrics: boolean
+  /** Aborts when the HTTP client goes away. */
+  clientSignal?: AbortSignal
+}
+
+export type ProbeResponse =
+  | { status: 200; contentType: string; body: string }
+  | { status: 400 | 403; contentType: string; body: string }
+
+const TEXT = 'text/plain; charset=utf-8'
+
+/** min(module timeout, scrape timeout - offset), as blackbox's getTimeout; a string says what is wrong. */
+export function probeTimeout(
+  moduleTimeout: number,
+  header: string | undefined,
+  offset: number,
+): number | string {
+  if (header === undefined || header === '') return moduleTimeout
+  const scrape = Number(header)
+  if (!Number.isFinite(scrape) || scrape <= 0)
+    return `X-Prometheus-Scrape-Timeout-Seconds must be a positive number of seconds, got "${header}"`
+  const budget = scrape - offset > 0 ? scrape - offset : scrape
+  return Math.min(moduleTimeout, budget)
+}
+
+/** The target to probe, or the 400/403 answer explaining why not (decided before any connection). */
+function chooseTarget(req: ProbeRequest): Target | ProbeResponse {
+  const port = defaultPort(req.module)
+  const text = req.target ?? req.module.target
+  if (text === undefined)
+    return {
+      status: 400,
+      contentType: TEXT,
+      body: 'target parameter is missing (e.g. target=mail.example.com:587)\n',
+    }
+  const target = parseTarget(text, port)
+  if (typeof target === 'string')
+    return { status: 400, contentType: TEXT, body: `invalid target: ${target}\n` }
+  if (req.module.target !== undefined) {
+    const fixed = parseTarget(req.module.target, port)
+    if (typeof fixed !== 'string' && (fixed.host !== target.host || fixed.port !== target.port))
+      return {
+        status: 403,
+        contentType: TEXT,
+        body: `module ${req.moduleName} only probes its configured target, not ${text}\n`,
+      }
+  } else if (req.module.allowed_targets !== undefined && !targetAllowed(target, req.module.allowed_targets)) {
+    return {
+      status: 403,
+      contentType: TEXT,
+      body: `target ${text} is not in allowed_targets of module ${req.moduleName}\n`,
+    }
+  }
+  return target
+}
+
+function newRegistry(openMetrics: boolean): Registry<PrometheusContentType | OpenMetricsContentType> {
+  const registry = new Registry<PrometheusContentType | OpenMetricsContentType>()
+  // prom-client's typings lack the constructor argument its JS accepts, hence setContentType.
+  if (openMetrics) registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE)
+  return registry
+}
+
+export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise<ProbeResponse> {
+  const target = chooseTarget(req)
+  if ('status' in target) return target
+  const timeout = probeTimeout(req.module.timeout, req.scrapeTimeout, deps.timeoutOffset)
+  if (typeof timeout === 'string') return { status: 400, contentType: TEXT, body: timeout + '\n' }
+
+  const targetText = req.target ?? req.module.target ?? ''
+  const registry = newRegistry(req.openMetrics)
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers: [registry] })
+  const successGauge = gauge('probe_success', 'Displays whether or not the probe was a success')
+  const durationGauge = gauge(
+    'probe_duration_seconds',
+    'Returns how long the probe took to complete in seconds',
+  )
+  gauge('probe_timeout_seconds', 'Returns the deadline of the probe in seconds').set(timeout)
+  const { logger, lines } = createProbeLogger(deps.logger, { module: req.moduleName, target: targetText })
+  const progress = { phase: undefined as string | undefined }
+  const deadline = AbortSignal.timeout(Math.max(1, Math.round(timeout * 1000)))
+  const signal = req.clientSignal ? AbortSignal.any([deadline, req.clientSignal]) : deadline
+
+  logger.debug('beginning probe', { prober: req.module.prober, timeout_seconds: timeout })
+  const start = performance.now()
+  let failure: unknown
+  try {
+    // The prober rejects promptly on abort; this race is the guarantee that we answer even if it does not.
+    await Promise.race([
+      runProber(target, req.module, {
+        signal,
+        // Probers only register metrics; the content type matters for rendering alone.
+        registry: registry as Registry,
+        logger,
+        progress,
+        moduleName: req.moduleName,
+      }),
+      new Promise<never>((_, reject) => {
+        signal.addEventListener('abort', () => setTimeout(() => reject(new DeadlineError()), 5), {
+          once: true,
+        })
+      }),
+    ])
+  } catch (err) {
+    failure = err
+  }
+  const seconds = (performance.now() - start) / 1000
+  const success = failure === undefined
+  successGauge.set(success ? 1 : 0)
+  durationGauge.set(seconds)
+  let failedPhase: string | undefined
+  if (!success) {
+    failedPhase = findCause(failure, PhaseError)?.phase ?? progress.phase ?? 'setup'
+    new Gauge({
+      name: 'probe_failed_phase_info',
+      help: 'The phase in which the probe failed (1), absent on success',
+      labelNames: ['phase'],
+      registers: [registry],
+    }).set({ phase: failedPhase }, 1)
+    const reason = failure instanceof PhaseError ? (failure.cause ?? failure) : failure
+    logger.warn('probe failed', {
+      phase: failedPhase,
+      duration_seconds: seconds.toFixed(3),
+      err: reason instanceof Error ? reason.message : String(reason),
+    })
+  } else {
+    logger.debug('probe succeeded', { duration_seconds: seconds.toFixed(3) })
+  }
+  deps.metrics.probes.inc({ module: req.moduleName, result: success ? 'success' : 'failure' })
+  deps.metrics.probeDuration.observe({ module: req.moduleName }, seconds)
+
+  const metricsText = await registry.metrics()
+  const debugText = [
+    'Logs for the probe:',
+    ...lines,
+    '',
+    'Metrics that would have been returned:',
+    metricsText,
+    'Module configuration:',
+    stringify({ [req.moduleName]: redactModule(req.module) }),
+  ].join('\n')
+  deps.history.add({
+    time: new Date(),
+    module: req.moduleName,
+    target: targetText,
+    success,
+    durationSeconds: seconds,
+    failedPhase,
+    debugText,
+  })
+  if (req.debug) return { status: 200, contentType: TEXT, body: debugText }
+  return { status: 200, contentType: registry.contentType, body: metricsText }
+}

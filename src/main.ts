@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+// mailprobe_exporter: flags, config load and reload (SIGHUP, POST /-/reload), HTTP server.
+import { createServer } from 'node:http'
+import { parseArgs } from 'node:util'
+import { ConfigError, loadConfig, type Config } from './config.ts'
+import { createExporterMetrics } from './exporter-metrics.ts'
+import { History } from './history.ts'
+import { createLogger, LEVELS, type Level } from './logger.ts'
+import { createApp } from './server.ts'
+import { VERSION } from './version.ts'
+
+export const DEFAULT_LISTEN = ':9786'
+
+const USAGE = `usage: mailprobe_exporter [flags]
+  --config.file=PATH          config file (default config/mailprobe.yml)
+  --config.check              validate the config, print problems, exit 0 (valid) or 1
+  --web.listen-address=ADDR   [host]:port to listen on (default ${DEFAULT_LISTEN})
+  --timeout-offset=SECONDS    subtracted from Prometheus' scrape timeout (default 0.5)
+  --log.level=LEVEL           debug, info, warn or error (default info)
+  --log.format=FORMAT         logfmt or json (default logfmt)
+  --version                   print the version and exit
+`
+
+function fail(message: string): never {
+  process.stderr.write(`mailprobe_exporter: ${message}\n\n${USAGE}`)
+  process.exit(2)
+}
+
+function parseListen(address: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address)
+  if (!m) fail(`--web.listen-address must be [host]:port, got "${address}"`)
+  const host = m[1] ?? m[2]
+  return { host: host === '' ? undefined : host, port: Number(m[3]) }
+}
+
+function main(): void {
+  let values
+  try {
+    values = parseArgs({
+      options: {
+        'config.file': { type: 'string', default: 'config/mailprobe.yml' },
+        'config.check': { type: 'boolean', default: false },
+        'web.listen-address': { type: 'string', default: DEFAULT_LISTEN },
+        'timeout-offset': { type: 'string', default: '0.5' },
+        'log.level': { type: 'string', default: 'info' },
+        'log.format': { type: 'string', default: 'logfmt' },
+        version: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values
+  } catch (err) {
+    fail((err as Error).message)
+  }
+  if (values.help) {
+    process.stdout.write(USAGE)
+    return
+  }
+  if (values.version) {
+    process.stdout.write(`mailprobe_exporter ${VERSION} (node ${process.version})\n`)
+    return
+  }
+  const level = values['log.level']
+  if (!(LEVELS as readonly string[]).includes(level)) fail(`--log.level must be one of ${LEVELS.join(', ')}`)
+  const format = values['log.format']
+  if (format !== 'logfmt' && format !== 'json') fail('--log.format must be logfmt or json')
+  const timeoutOffset = Number(values['timeout-offset'])
+  if (!Number.isFinite(timeoutOffset) || timeoutOffset < 0)
+    fail('--timeout-offset must be a number of seconds >= 0')
+  const configFile = values['config.file']
+  const logger = createLogger({ level: level as Level, format })
+
+  let config: Config
+  try {
+    config = loadConfig(configFile)
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`)
+    process.exit(1)
+  }
+  if (values['config.check']) {
+    process.stdout.write(`${configFile}: ok, ${Object.keys(config.modules).length} modules\n`)
+    return
+  }
+
+  const metrics = createExporterMetrics(VERSION)
+  metrics.reloadSuccess.set(1)
+  metrics.reloadTimestamp.set(Date.now() / 1000)
+
+  const reload = (): Promise<string | undefined> => {
+    try {
+      config = loadConfig(configFile)
+      metrics.reloadSuccess.set(1)
+      metrics.reloadTimestamp.set(Date.now() / 1000)
+      logger.info('loaded config file', { file: configFile })
+      return Promise.resolve(undefined)
+    } catch (err) {
+      metrics.reloadSuccess.set(0)
+      const message = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
+      logger.error('error reloading config, keeping the previous one', { err: message })
+      return Promise.resolve(message)
+    }
+  }
+  process.on('SIGHUP', () => void reload())
+
+  const app = createApp({
+    version: VERSION,
+    config: () => config,
+    reload,
+    logger,
+    history: new History(),
+    metrics,
+    timeoutOffset,
+  })
+  const { host, port } = parseListen(values['web.listen-address'])
+  const server = createServer(app)
+  server.listen({ port, ...(host === undefined ? {} : { host }) }, () => {
+    logger.info('listening', { address: values['web.listen-address'], version: VERSION, config: configFile })
+  })
+  server.on('error', (err) => {
+    logger.error('cannot listen', { err })
+    process.exit(1)
+  })
+  const stop = () => {
+    logger.info('shutting down')
+    server.close()
+    server.closeAllConnections()
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+main()

@@ -1,0 +1,54 @@
+// The prober seam: ProbeContext, Prober, and runProber() (the only switch over module kinds).
+import type { Registry } from 'prom-client'
+import type { Logger } from './logger.ts'
+import type { Module } from './config.ts'
+import type { ProbeProgress } from './phases.ts'
+import type { Target } from './targets.ts'
+import { probeSmtp } from './probers/smtp.ts'
+import { probePop3 } from './probers/pop3.ts'
+import { probeImap } from './probers/imap.ts'
+import { probeRoundtrip } from './probers/roundtrip.ts'
+
+/** Everything a prober gets besides its target and module. */
+export interface ProbeContext {
+  /** Aborts at the module deadline (min of module timeout and scrape timeout - offset). */
+  readonly signal: AbortSignal
+  /** New for each probe; whatever is registered here is what /probe returns. */
+  readonly registry: Registry
+  /** Writes to the process log and to this probe's ?debug=true buffer. */
+  readonly logger: Logger
+  /** The phase the probe is in, for the handler when the deadline passes. */
+  readonly progress: ProbeProgress
+  /** Module name (round trips key their state by module and target). */
+  readonly moduleName: string
+}
+
+/** Resolves when the target is healthy; rejects with the reason when it is not. */
+export type Prober<M> = (target: Target, module: M, ctx: ProbeContext) => Promise<void>
+
+export function runProber(target: Target, module: Module, ctx: ProbeContext): Promise<void> {
+  switch (module.prober) {
+    case 'smtp':
+      return probeSmtp(target, module, ctx)
+    case 'pop3':
+      return probePop3(target, module, ctx)
+    case 'imap':
+      return probeImap(target, module, ctx)
+    case 'roundtrip':
+      return probeRoundtrip(target, module, ctx)
+  }
+}
+
+/** The port a bare host means for this module (the protocol's well-known port for its TLS mode). */
+export function defaultPort(module: Module): number {
+  switch (module.prober) {
+    case 'smtp':
+      return module.smtp.tls === 'implicit' ? 465 : 25
+    case 'pop3':
+      return module.pop3.tls === 'implicit' ? 995 : 110
+    case 'imap':
+      return module.imap.tls === 'implicit' ? 993 : 143
+    case 'roundtrip':
+      return module.roundtrip.smtp.tls === 'implicit' ? 465 : 25
+  }
+}

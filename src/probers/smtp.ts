@@ -1,0 +1,334 @@
+// The smtp prober: banner, EHLO, STARTTLS or implicit TLS, AUTH, optional test mail, QUIT; every command timed.
+import type tls from 'node:tls'
+import type { SmtpModule, SmtpSettings } from '../config.ts'
+import { PhaseError, ProtocolError, findCause } from '../errors.ts'
+import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { phaseTimer } from '../phases.ts'
+import type { ProbeContext, Prober } from '../probe.ts'
+import { checkVerified, connectTcp, startTls } from '../protocol/connection.ts'
+import { buildMessage, type ProbeMessage } from '../protocol/message.ts'
+import { resolveHost } from '../protocol/resolve.ts'
+import { chooseMechanisms, ScramClient, xoauth2Response } from '../protocol/sasl.ts'
+import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
+import { SmtpSession, type CustomAuthContext, type SmtpPhase } from '../protocol/smtp-session.ts'
+import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
+import type { Target } from '../targets.ts'
+
+export const SMTP_PHASES: readonly SmtpPhase[] = [
+  'resolve',
+  'connect',
+  'tls',
+  'banner',
+  'ehlo',
+  'starttls',
+  'ehlo_tls',
+  'auth',
+  'mail',
+  'rcpt',
+  'data',
+  'quit',
+]
+
+/** Mechanisms we can speak: nodemailer's own (PLAIN, LOGIN, CRAM-MD5) plus ours through customAuth. */
+const IMPLEMENTED = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'CRAM-MD5', 'XOAUTH2', 'PLAIN', 'LOGIN']
+
+export interface SmtpResult {
+  /** Set when a mail was sent: when the final reply to DATA arrived (ms since epoch). */
+  acceptedAt?: number
+  queueId?: string
+}
+
+/** Credentials could not be used on this connection; with retry_with_starttls we try again over TLS. */
+class AuthUnavailable extends Error {
+  override name = 'AuthUnavailable'
+}
+
+export const probeSmtp: Prober<SmtpModule> = async (target, module, ctx) => {
+  const send = module.smtp.send
+  const mail = send && {
+    from: send.from,
+    to: send.to,
+    message: buildMessage({
+      from: send.from,
+      to: send.to,
+      subject: send.subject,
+      headers: send.headers,
+      body: send.body,
+    }),
+  }
+  await smtpConversation(target, module.smtp, ctx, { mail })
+}
+
+export interface Mail {
+  from: string
+  to: string[]
+  message: ProbeMessage
+}
+
+/** The whole SMTP dialogue; the round trip calls it too, with its own message and a leg label. */
+export async function smtpConversation(
+  target: Target,
+  settings: SmtpSettings,
+  ctx: ProbeContext,
+  options: { mail: Mail | undefined; labels?: Labels },
+): Promise<SmtpResult> {
+  const labels = options.labels ?? {}
+  const phase = phaseTimer(ctx.registry, 'smtp', SMTP_PHASES, ctx.progress, labels)
+  const facts = new SmtpFacts(ctx, labels)
+  try {
+    return await attempt(target, settings, settings.tls, ctx, phase, facts, options.mail)
+  } catch (err) {
+    const cleartext = settings.tls === 'none' || settings.tls === 'starttls_opportunistic'
+    if (!(settings.retry_with_starttls && cleartext && findCause(err, AuthUnavailable))) throw err
+    ctx.logger.info('no AUTH worked in the clear; reconnecting with STARTTLS', {
+      reason: (err as Error).message,
+    })
+    setGauge(
+      ctx.registry,
+      'probe_smtp_auth_retried_with_starttls',
+      'Whether AUTH was retried over a new STARTTLS connection',
+      1,
+      labels,
+    )
+    return attempt(target, settings, 'starttls', ctx, phase, facts, options.mail)
+  }
+}
+
+async function attempt(
+  target: Target,
+  settings: SmtpSettings,
+  mode: SmtpSettings['tls'],
+  ctx: ProbeContext,
+  phase: ReturnType<typeof phaseTimer<SmtpPhase>>,
+  facts: SmtpFacts,
+  mail: Mail | undefined,
+): Promise<SmtpResult> {
+  const { signal, logger } = ctx
+  const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, facts.labels))
+  let socket = await phase('connect', () => connectTcp(address.address, target.port, signal))
+  logger.debug('connected', { address: address.address, port: target.port })
+  if (mode === 'implicit') {
+    const plain = socket
+    socket = await phase('tls', async () => {
+      const secure = await startTls(plain, target.host, settings.tls_config, signal, false)
+      facts.tls(secure)
+      checkVerified(secure, settings.tls_config)
+      return secure
+    })
+  }
+
+  const session = new SmtpSession({
+    socket,
+    host: target.host,
+    secured: mode === 'implicit',
+    mode,
+    tlsConfig: settings.tls_config,
+    ehloName: settings.ehlo,
+    signal,
+    logger,
+    customAuth: customAuth(settings),
+    hooks: {
+      addPhase: (name, seconds) => phase.add(name, seconds),
+      enterPhase: (name) => (ctx.progress.phase = name),
+      onReply: (_phase, reply) => facts.reply(reply.code, reply.enhanced),
+      onTls: (secure) => facts.tls(secure),
+    },
+  })
+  const inPhase = async <T>(step: () => Promise<T>): Promise<T> => {
+    try {
+      return await step()
+    } catch (err) {
+      throw err instanceof PhaseError ? err : new PhaseError(session.phase, err)
+    }
+  }
+  try {
+    await inPhase(() => session.connect())
+    facts.ehlo(session.ehloReplies)
+    if (mode === 'starttls' && !session.secure)
+      throw new PhaseError(
+        'starttls',
+        new Error('STARTTLS is required (tls: starttls) but the server did not offer it'),
+      )
+
+    if (settings.auth) await inPhase(() => authenticate(session, settings, facts, ctx))
+
+    let result: SmtpResult = {}
+    if (mail) {
+      const envelope = { from: mail.from, to: mail.to }
+      const info = await inPhase(() => session.send(envelope, mail.message.text, settings.pipelining))
+      result = { acceptedAt: Date.now() }
+      const reply = /^\d{3}[ -]/.test(info.response) ? info.response : `250 ${info.response}`
+      const id = queueId(reply.slice(4))
+      if (id !== undefined) result.queueId = id
+      logger.info('test mail accepted', { message_id: mail.message.messageId, queue_id: id, reply })
+      if (info.rejected.length > 0)
+        throw new PhaseError(
+          'rcpt',
+          new ProtocolError('all recipients accepted', `rejected: ${info.rejected.join(', ')}`),
+        )
+    }
+    await inPhase(() => session.quit())
+    return result
+  } finally {
+    session.close()
+  }
+}
+
+/** SCRAM and XOAUTH2 through nodemailer's customAuth hook (it has no SCRAM, and XOAUTH2 wants an OAuth client). */
+function customAuth(settings: SmtpSettings): Record<string, (ctx: CustomAuthContext) => Promise<void>> {
+  const auth = settings.auth
+  if (!auth) return {}
+  const scram = (mechanism: 'SCRAM-SHA-1' | 'SCRAM-SHA-256') => async (c: CustomAuthContext) => {
+    const client = new ScramClient(mechanism, auth.username, auth.password?.reveal() ?? '')
+    const first = await c.sendCommand(`AUTH ${mechanism} ${client.first()}`)
+    if (first.status !== 334) throw new ProtocolError('334', first.response, first.status)
+    const final = await c.sendCommand(client.final(first.text.trim()))
+    if (final.status === 334) {
+      client.verify(final.text.trim())
+      const done = await c.sendCommand('')
+      if (done.status !== 235) throw new ProtocolError('235', done.response, done.status)
+    } else if (final.status !== 235) {
+      throw new ProtocolError('235', final.response, final.status)
+    }
+  }
+  return {
+    'SCRAM-SHA-256': scram('SCRAM-SHA-256'),
+    'SCRAM-SHA-1': scram('SCRAM-SHA-1'),
+    XOAUTH2: async (c) => {
+      const reply = await c.sendCommand(
+        `AUTH XOAUTH2 ${xoauth2Response(auth.username, auth.oauth2_token?.reveal() ?? '')}`,
+      )
+      if (reply.status === 334) {
+        // The server's error details come as a 334 challenge; an empty line ends the exchange (RFC 7628 3.2.3).
+        const end = await c.sendCommand('')
+        throw new ProtocolError('235', end.response, end.status)
+      }
+      if (reply.status !== 235) throw new ProtocolError('235', reply.response, reply.status)
+    },
+  }
+}
+
+async function authenticate(
+  session: SmtpSession,
+  settings: SmtpSettings,
+  facts: SmtpFacts,
+  ctx: ProbeContext,
+) {
+  const auth = settings.auth
+  if (!auth) return
+  const last = session.ehloReplies[session.ehloReplies.length - 1]
+  const advertised = last ? authMechanisms(last.reply) : []
+  if (advertised.length === 0) throw new AuthUnavailable('the server offers no AUTH on this connection')
+  if (!session.secure && !auth.allow_plaintext)
+    throw new AuthUnavailable(
+      'refusing to send credentials without TLS (set auth.allow_plaintext to allow it)',
+    )
+  const socket = session.socket as tls.TLSSocket
+  if (session.secure && !socket.authorized)
+    throw new Error('refusing to send credentials over TLS whose certificate did not verify')
+  const choice = chooseMechanisms({
+    advertised,
+    implemented: IMPLEMENTED,
+    preferred: auth.mechanisms,
+    hasPassword: auth.password !== undefined,
+    hasToken: auth.oauth2_token !== undefined,
+  })
+  if (choice.order.length === 0) throw new AuthUnavailable(choice.reason)
+  const tries = auth.try_all_mechanisms ? choice.order : choice.order.slice(0, 1)
+  let lastError: unknown
+  for (const method of tries) {
+    try {
+      await session.login({ user: auth.username, pass: auth.password?.reveal(), method })
+      facts.used(method)
+      ctx.logger.debug('authenticated', { mechanism: method })
+      return
+    } catch (err) {
+      lastError = err
+      ctx.logger.info('AUTH failed', { mechanism: method, err: (err as Error).message })
+      if (!(err instanceof ProtocolError)) throw err // the connection is gone: nothing more to try
+    }
+  }
+  throw session.secure ? lastError : new AuthUnavailable((lastError as Error).message, { cause: lastError })
+}
+
+/** The facts an SMTP probe reports besides phase durations. */
+class SmtpFacts {
+  readonly labels: Labels
+  readonly #ctx: ProbeContext
+  constructor(ctx: ProbeContext, labels: Labels) {
+    this.#ctx = ctx
+    this.labels = labels
+  }
+
+  reply(code: number, enhanced: string | undefined) {
+    setGauge(
+      this.#ctx.registry,
+      'probe_smtp_status_code',
+      'Last SMTP reply code the server sent',
+      code,
+      this.labels,
+    )
+    if (enhanced !== undefined)
+      setGauge(
+        this.#ctx.registry,
+        'probe_smtp_enhanced_status_code',
+        'Last enhanced status code (RFC 3463) as a number: 5.7.8 -> 578',
+        Number(enhanced.replaceAll('.', '')),
+        this.labels,
+      )
+  }
+
+  tls(socket: tls.TLSSocket) {
+    recordTlsMetrics(socket, this.#ctx.registry, this.labels)
+  }
+
+  ehlo(replies: readonly { tls: boolean; reply: string }[]) {
+    const { registry } = this.#ctx
+    for (const { tls, reply } of replies) {
+      const stage = tls ? 'tls' : 'plain'
+      setInfo(
+        registry,
+        'probe_smtp_ehlo_extension_info',
+        'EHLO keywords the server announced, before (stage="plain") and after (stage="tls") TLS',
+        ehloExtensions(reply).map((e) => ({ stage, extension: e.keyword })),
+        this.labels,
+      )
+      for (const mechanism of authMechanisms(reply))
+        setInfo(
+          registry,
+          'probe_smtp_auth_mechanism_advertised',
+          'SASL mechanisms the server offers, by stage (plain before TLS, tls after)',
+          [{ stage, mechanism }],
+          this.labels,
+        )
+    }
+    const plain = replies.find((r) => !r.tls)
+    if (plain) {
+      const ext = ehloExtensions(plain.reply).map((e) => e.keyword)
+      setGauge(
+        registry,
+        'probe_smtp_starttls_advertised',
+        'Whether the server offered STARTTLS before TLS',
+        ext.includes('STARTTLS') ? 1 : 0,
+        this.labels,
+      )
+      setGauge(
+        registry,
+        'probe_smtp_auth_offered_before_tls',
+        'Whether the server offered AUTH on the cleartext connection',
+        ext.includes('AUTH') ? 1 : 0,
+        this.labels,
+      )
+    }
+  }
+
+  used(mechanism: string) {
+    setInfo(
+      this.#ctx.registry,
+      'probe_smtp_auth_mechanism_used',
+      'The SASL mechanism that authenticated',
+      [{ mechanism }],
+      this.labels,
+    )
+  }
+}

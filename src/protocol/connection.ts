@@ -1,0 +1,211 @@
+// Sockets for probes: TCP connect and TLS (implicit or upgrade) bound to the probe's signal, and a CRLF line channel.
+import net from 'node:net'
+import tls from 'node:tls'
+import { DeadlineError } from '../errors.ts'
+import type { TlsConfig } from '../config.ts'
+
+const MIN_VERSION = { TLS10: 'TLSv1', TLS11: 'TLSv1.1', TLS12: 'TLSv1.2', TLS13: 'TLSv1.3' } as const
+
+/** The certificate did not verify; the handshake itself worked, so TLS facts are still known. */
+export class TlsVerifyError extends Error {
+  override name = 'TlsVerifyError'
+  readonly reason: string
+  constructor(reason: string) {
+    super(`certificate verification failed: ${reason}`)
+    this.reason = reason
+  }
+}
+
+/** Destroys the socket when the signal aborts, so every pending read or write on it fails at once. */
+export function bindSignal(socket: net.Socket, signal: AbortSignal): void {
+  const onAbort = () => socket.destroy(new DeadlineError())
+  if (signal.aborted) onAbort()
+  else {
+    signal.addEventListener('abort', onAbort, { once: true })
+    socket.once('close', () => signal.removeEventListener('abort', onAbort))
+  }
+}
+
+export function connectTcp(address: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: address, port, noDelay: true })
+    // A socket error must never go unheard: later errors are seen by whoever reads the socket.
+    socket.on('error', () => undefined)
+    bindSignal(socket, signal)
+    socket.once('error', reject)
+    socket.once('connect', () => {
+      socket.off('error', reject)
+      resolve(socket)
+    })
+  })
+}
+
+/**
+ * TLS options for a probe. Verification is done by us after the handshake (checkVerified) so that a
+ * bad certificate still yields its TLS facts and a clear error instead of a bare socket error.
+ */
+export function tlsOptions(host: string, config: TlsConfig): tls.ConnectionOptions {
+  const serverName = config.server_name ?? host
+  return {
+    // Verify against server_name, or the target host; an IP target is verified against the IP SANs.
+    host: serverName,
+    ...(net.isIP(serverName) === 0 ? { servername: serverName } : {}),
+    rejectUnauthorized: false,
+    ...(config.ca ? { ca: config.ca } : {}),
+    ...(config.cert ? { cert: config.cert } : {}),
+    ...(config.key ? { key: config.key } : {}),
+    ...(config.min_version ? { minVersion: MIN_VERSION[config.min_version] } : {}),
+  }
+}
+
+/** Throws TlsVerifyError unless the peer verified or the module skips verification. */
+export function checkVerified(socket: tls.TLSSocket, config: TlsConfig): void {
+  if (socket.authorized || config.insecure_skip_verify) return
+  throw new TlsVerifyError(String(socket.authorizationError))
+}
+
+/**
+ * TLS over an existing TCP socket (implicit TLS right after connect, or after STARTTLS/STLS).
+ * With `waitForTicket`, waits briefly for the TLS 1.3 session ticket before resolving: a client that
+ * speaks at once makes Postfix hold its next reply ~40 ms for a delayed ACK (Nagle), and the probe
+ * would report our own stall as server latency.
+ */
+export function startTls(
+  socket: net.Socket,
+  host: string,
+  config: TlsConfig,
+  signal: AbortSignal,
+  waitForTicket: boolean,
+): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const secure = tls.connect({ ...tlsOptions(host, config), socket })
+    secure.on('error', () => undefined)
+    bindSignal(secure, signal)
+    const fail = (err: Error) => {
+      reject(err)
+    }
+    secure.once('error', fail)
+    secure.once('secureConnect', () => {
+      secure.off('error', fail)
+      if (!waitForTicket || secure.getProtocol() !== 'TLSv1.3') {
+        resolve(secure)
+        return
+      }
+      let done = false
+      const go = () => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        // Writing from inside the 'session' handler does not reach the server on Node 20: defer.
+        setImmediate(() => resolve(secure))
+      }
+      const timer = setTimeout(go, 10)
+      secure.once('session', go)
+    })
+  })
+}
+
+/** Reads CRLF-terminated lines from a socket that may be swapped for its TLS successor. */
+export class LineChannel {
+  #socket: net.Socket
+  #buffer = ''
+  #lines: string[] = []
+  #waiter: { resolve: (line: string) => void; reject: (err: Error) => void } | undefined
+  #error: Error | undefined
+  readonly #maxLine: number
+  readonly #onData = (chunk: Buffer) => {
+    this.#buffer += chunk.toString('latin1')
+    for (let i = this.#buffer.indexOf('\n'); i >= 0; i = this.#buffer.indexOf('\n')) {
+      this.#lines.push(this.#buffer.slice(0, i).replace(/\r$/, ''))
+      this.#buffer = this.#buffer.slice(i + 1)
+    }
+    if (this.#buffer.length > this.#maxLine) this.#fail(new Error(`line longer than ${this.#maxLine} bytes`))
+    this.#deliver()
+  }
+  readonly #onError = (err: Error) => {
+    this.#fail(err)
+  }
+  readonly #onClose = () => {
+    this.#fail(new Error('connection closed by server'))
+  }
+
+  constructor(socket: net.Socket, maxLine = 64 * 1024) {
+    this.#socket = socket
+    this.#maxLine = maxLine
+    this.#listen(socket)
+  }
+
+  get socket(): net.Socket {
+    return this.#socket
+  }
+
+  #listen(socket: net.Socket) {
+    socket.on('data', this.#onData)
+    socket.on('error', this.#onError)
+    socket.on('close', this.#onClose)
+  }
+
+  #unlisten(socket: net.Socket) {
+    socket.off('data', this.#onData)
+    socket.off('error', this.#onError)
+    socket.off('close', this.#onClose)
+  }
+
+  #fail(err: Error) {
+    this.#error ??= err
+    this.#deliver()
+  }
+
+  #deliver() {
+    const waiter = this.#waiter
+    if (!waiter) return
+    const line = this.#lines.shift()
+    if (line !== undefined) {
+      this.#waiter = undefined
+      waiter.resolve(line)
+    } else if (this.#error) {
+      this.#waiter = undefined
+      waiter.reject(this.#error)
+    }
+  }
+
+  /** The next line, without its CRLF. Rejects when the connection fails or closes first. */
+  readLine(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      if (this.#waiter) {
+        reject(new Error('concurrent readLine'))
+        return
+      }
+      this.#waiter = { resolve, reject }
+      this.#deliver()
+    })
+  }
+
+  /** Whether the server sent more than it was asked for (a reply before our command, pipelining). */
+  get hasUnread(): boolean {
+    return this.#lines.length > 0 || this.#buffer.length > 0
+  }
+
+  write(line: string): void {
+    this.#socket.write(line + '\r\n')
+  }
+
+  /** Detaches from the plain socket before a TLS upgrade (nothing may be buffered: that would be injection). */
+  detach(): net.Socket {
+    if (this.hasUnread)
+      throw new Error('server sent data before the TLS handshake (possible STARTTLS injection)')
+    this.#unlisten(this.#socket)
+    return this.#socket
+  }
+
+  attach(socket: net.Socket): void {
+    this.#socket = socket
+    this.#error = undefined
+    this.#listen(socket)
+  }
+
+  close(): void {
+    this.#unlisten(this.#socket)
+    this.#socket.destroy()
+  }
+}

@@ -1,0 +1,84 @@
+// DNS: resolve the target ourselves (no library cache), timed, with blackbox's metric names.
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
+import type { Registry } from 'prom-client'
+import { abortable } from './abort.ts'
+import { setGauge, type Labels } from '../metrics.ts'
+import type { Logger } from '../logger.ts'
+
+export interface ResolveOptions {
+  preferred_ip_protocol: 'ip4' | 'ip6'
+  ip_protocol_fallback: boolean
+}
+
+export interface Resolved {
+  address: string
+  family: 4 | 6
+}
+
+/** FNV-1a 32-bit, as blackbox's probe_ip_addr_hash. */
+export function fnv32a(text: string): number {
+  let hash = 0x811c9dc5
+  for (const byte of Buffer.from(text)) {
+    hash ^= byte
+    hash = Math.imul(hash, 0x01000193) >>> 0
+  }
+  return hash
+}
+
+export async function resolveHost(
+  host: string,
+  options: ResolveOptions,
+  ctx: { signal: AbortSignal; registry: Registry; logger: Logger },
+  labels: Labels = {},
+): Promise<Resolved> {
+  const start = performance.now()
+  let resolved: Resolved
+  const literal = isIP(host)
+  if (literal !== 0) {
+    resolved = { address: host, family: literal as 4 | 6 }
+  } else {
+    const preferred = options.preferred_ip_protocol === 'ip6' ? 6 : 4
+    const order = options.ip_protocol_fallback ? [preferred, preferred === 4 ? 6 : 4] : [preferred]
+    let lastError: unknown
+    let found: Resolved | undefined
+    for (const family of order) {
+      try {
+        const answer = await abortable(lookup(host, { family, verbatim: true }), ctx.signal)
+        found = { address: answer.address, family: answer.family as 4 | 6 }
+        break
+      } catch (err) {
+        if (ctx.signal.aborted) throw err
+        lastError = err
+      }
+    }
+    if (!found)
+      throw new Error(
+        `cannot resolve ${host}: ${(lastError as NodeJS.ErrnoException).code ?? String(lastError)}`,
+      )
+    resolved = found
+  }
+  setGauge(
+    ctx.registry,
+    'probe_dns_lookup_time_seconds',
+    'Returns the time taken for probe dns lookup in seconds',
+    (performance.now() - start) / 1000,
+    labels,
+  )
+  setGauge(
+    ctx.registry,
+    'probe_ip_protocol',
+    'Specifies whether probe ip protocol is IP4 or IP6',
+    resolved.family,
+    labels,
+  )
+  setGauge(
+    ctx.registry,
+    'probe_ip_addr_hash',
+    'Specifies the hash of IP address. It is useful to detect if the IP address changes.',
+    fnv32a(resolved.address),
+    labels,
+  )
+  ctx.logger.debug('resolved target', { host, address: resolved.address })
+  return resolved
+}

@@ -1,0 +1,134 @@
+// SASL: mechanism choice (strongest both sides support) and the client side of PLAIN, CRAM-MD5, XOAUTH2, SCRAM.
+import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto'
+
+/** Strongest first. Challenge-response mechanisms never reveal the password, even to the server. */
+export const STRENGTH = [
+  'SCRAM-SHA-256',
+  'SCRAM-SHA-1',
+  'CRAM-MD5',
+  'APOP',
+  'OAUTHBEARER',
+  'XOAUTH2',
+  'PLAIN',
+  'LOGIN',
+  'IMAP-LOGIN',
+  'USER',
+] as const
+
+const TOKEN_MECHANISMS = new Set(['XOAUTH2', 'OAUTHBEARER'])
+
+export interface MechanismChoice {
+  /** Mechanisms to try, in order (only the first unless try_all_mechanisms). */
+  order: string[]
+  /** Why the list is empty, when it is. */
+  reason?: string
+}
+
+/**
+ * Which mechanisms to try: the configured preference list filtered by what the server offers, or by
+ * default every mechanism both sides support, strongest first. Token mechanisms need a token,
+ * the others a password.
+ */
+export function chooseMechanisms(options: {
+  advertised: readonly string[]
+  implemented: readonly string[]
+  preferred: readonly string[] | undefined
+  hasPassword: boolean
+  hasToken: boolean
+}): MechanismChoice {
+  const usable = (m: string) =>
+    options.implemented.includes(m) && (TOKEN_MECHANISMS.has(m) ? options.hasToken : options.hasPassword)
+  const offered = new Set(options.advertised.map((m) => m.toUpperCase()))
+  const candidates = options.preferred ?? [...STRENGTH].filter((m) => options.implemented.includes(m))
+  const order = candidates.filter((m) => offered.has(m) && usable(m))
+  if (order.length > 0) return { order }
+  return {
+    order,
+    reason:
+      `no usable mechanism in common: server offers ${[...offered].join(' ') || 'none'}, ` +
+      `we would use ${candidates.filter(usable).join(' ') || 'none (check password/oauth2_token)'}`,
+  }
+}
+
+export const b64 = (text: string | Buffer) => Buffer.from(text).toString('base64')
+export const unb64 = (text: string) => Buffer.from(text, 'base64').toString('utf8')
+
+export function plainResponse(user: string, pass: string): string {
+  return b64(`\0${user}\0${pass}`)
+}
+
+export function cramMd5Response(user: string, pass: string, challengeB64: string): string {
+  const digest = createHmac('md5', pass).update(Buffer.from(challengeB64, 'base64')).digest('hex')
+  return b64(`${user} ${digest}`)
+}
+
+export function xoauth2Response(user: string, token: string): string {
+  return b64(`user=${user}\x01auth=Bearer ${token}\x01\x01`)
+}
+
+/** APOP digest (RFC 1939 section 7): md5(timestamp + secret). */
+export function apopDigest(timestamp: string, pass: string): string {
+  return createHash('md5')
+    .update(timestamp + pass)
+    .digest('hex')
+}
+
+/** The client side of SCRAM (RFC 5802, RFC 7677) without channel binding. */
+export class ScramClient {
+  readonly #hash: 'sha1' | 'sha256'
+  readonly #pass: string
+  readonly #nonce: string
+  readonly #firstBare: string
+  #serverSignature: Buffer | undefined
+
+  constructor(mechanism: 'SCRAM-SHA-1' | 'SCRAM-SHA-256', user: string, pass: string, nonce?: string) {
+    this.#hash = mechanism === 'SCRAM-SHA-1' ? 'sha1' : 'sha256'
+    this.#pass = pass
+    this.#nonce = nonce ?? randomBytes(18).toString('base64')
+    const name = user.replaceAll('=', '=3D').replaceAll(',', '=2C')
+    this.#firstBare = `n=${name},r=${this.#nonce}`
+  }
+
+  /** client-first-message, base64. */
+  first(): string {
+    return b64(`n,,${this.#firstBare}`)
+  }
+
+  /** client-final-message for the server-first-message (both base64). */
+  final(serverFirstB64: string): string {
+    const serverFirst = unb64(serverFirstB64)
+    const attrs = new Map(serverFirst.split(',').map((kv) => [kv.slice(0, 1), kv.slice(2)]))
+    const nonce = attrs.get('r') ?? ''
+    const salt = Buffer.from(attrs.get('s') ?? '', 'base64')
+    const iterations = Number(attrs.get('i'))
+    if (
+      !nonce.startsWith(this.#nonce) ||
+      salt.length === 0 ||
+      !Number.isInteger(iterations) ||
+      iterations < 1
+    )
+      throw new Error('SCRAM: malformed server-first-message')
+    const keyLength = this.#hash === 'sha1' ? 20 : 32
+    const salted = pbkdf2Sync(this.#pass, salt, iterations, keyLength, this.#hash)
+    const hmac = (key: Buffer, text: string) => createHmac(this.#hash, key).update(text).digest()
+    const clientKey = hmac(salted, 'Client Key')
+    const storedKey = createHash(this.#hash).update(clientKey).digest()
+    const withoutProof = `c=biws,r=${nonce}`
+    const authMessage = `${this.#firstBare},${serverFirst},${withoutProof}`
+    const signature = hmac(storedKey, authMessage)
+    const proof = Buffer.from(clientKey.map((byte, i) => byte ^ (signature[i] ?? 0)))
+    this.#serverSignature = hmac(hmac(salted, 'Server Key'), authMessage)
+    return b64(`${withoutProof},p=${proof.toString('base64')}`)
+  }
+
+  /** Checks the server-final-message: the server proves it knows the password too. */
+  verify(serverFinalB64: string): void {
+    const text = unb64(serverFinalB64)
+    if (text.startsWith('e=')) throw new Error(`SCRAM: server error ${text.slice(2)}`)
+    const v = /(?:^|,)v=([^,]+)/.exec(text)?.[1]
+    const expected = this.#serverSignature
+    const got = v === undefined ? undefined : Buffer.from(v, 'base64')
+    if (!expected || !got || got.length !== expected.length || !timingSafeEqual(got, expected))
+      throw new Error('SCRAM: server signature does not match (server does not know the password)')
+  }
+}

@@ -1,0 +1,130 @@
+// HTTP routes: /probe, /metrics, / (landing page), /logs, /config, /-/healthy, /-/ready, /-/reload.
+import express, { type NextFunction, type Request, type Response } from 'express'
+import { stringify } from 'yaml'
+import { redactModule, type Config } from './config.ts'
+import { handleProbe, type HandlerDeps } from './handler.ts'
+import { landingPage } from './landing.ts'
+
+export interface ServerState extends HandlerDeps {
+  version: string
+  config(): Config
+  /** Reloads the config file; resolves to an error message, or undefined on success. */
+  reload(): Promise<string | undefined>
+}
+
+const TEXT = 'text/plain; charset=utf-8'
+
+/** A single string query parameter, or a message saying what is wrong with it. */
+function queryParam(req: Request, name: string): string | undefined | { error: string } {
+  const value: unknown = req.query[name]
+  if (value === undefined) return undefined
+  if (typeof value !== 'string') return { error: `${name} parameter must be given once, as a plain string` }
+  return value
+}
+
+function wantsOpenMetrics(req: Request): boolean {
+  return /application\/openmetrics-text/i.test(req.get('accept') ?? '')
+}
+
+export function createApp(state: ServerState): express.Express {
+  const app = express()
+  app.disable('x-powered-by')
+
+  app.get('/probe', async (req: Request, res: Response) => {
+    const moduleName = queryParam(req, 'module')
+    const target = queryParam(req, 'target')
+    const debug = queryParam(req, 'debug')
+    for (const p of [moduleName, target, debug]) {
+      if (typeof p === 'object') {
+        res
+          .status(400)
+          .type(TEXT)
+          .send(p.error + '\n')
+        return
+      }
+    }
+    if (moduleName === undefined || moduleName === '') {
+      res.status(400).type(TEXT).send('module parameter is missing\n')
+      return
+    }
+    const module = state.config().modules[moduleName as string]
+    if (!module) {
+      state.metrics.moduleUnknown.inc()
+      res
+        .status(400)
+        .type(TEXT)
+        .send(
+          `unknown module "${moduleName as string}" (known: ${Object.keys(state.config().modules).join(', ')})\n`,
+        )
+      return
+    }
+    const client = new AbortController()
+    res.on('close', () => {
+      if (!res.writableFinished) client.abort()
+    })
+    const answer = await handleProbe(
+      {
+        moduleName: moduleName as string,
+        module,
+        target: target as string | undefined,
+        scrapeTimeout: req.get('x-prometheus-scrape-timeout-seconds'),
+        debug: debug === 'true',
+        openMetrics: wantsOpenMetrics(req),
+        clientSignal: client.signal,
+      },
+      state,
+    )
+    res.status(answer.status).set('Content-Type', answer.contentType).send(answer.body)
+  })
+
+  // Text format only: prom-client renames counters in place when it renders OpenMetrics, which would
+  // corrupt this long-lived registry for later scrapes. /probe registries are per request and negotiate.
+  app.get('/metrics', async (_req: Request, res: Response) => {
+    const registry = state.metrics.registry
+    res.set('Content-Type', registry.contentType).send(await registry.metrics())
+  })
+
+  app.get('/', (_req: Request, res: Response) => {
+    res
+      .type('text/html; charset=utf-8')
+      .send(landingPage(state.version, state.config(), state.history.list()))
+  })
+
+  app.get('/logs', (req: Request, res: Response) => {
+    const id = queryParam(req, 'id')
+    const record = typeof id === 'string' ? state.history.get(Number(id)) : undefined
+    if (!record) {
+      res.status(404).type(TEXT).send('no probe with that id in the history\n')
+      return
+    }
+    res.type(TEXT).send(record.debugText)
+  })
+
+  app.get('/config', (_req: Request, res: Response) => {
+    const modules = Object.fromEntries(
+      Object.entries(state.config().modules).map(([name, m]) => [name, redactModule(m)]),
+    )
+    res.type(TEXT).send(stringify({ modules }))
+  })
+
+  app.get('/-/healthy', (_req: Request, res: Response) => {
+    res.type(TEXT).send('Healthy\n')
+  })
+  app.get('/-/ready', (_req: Request, res: Response) => {
+    res.type(TEXT).send('Ready\n')
+  })
+  app.post('/-/reload', async (_req: Request, res: Response) => {
+    const error = await state.reload()
+    if (error === undefined) res.type(TEXT).send('config reloaded\n')
+    else res.status(500).type(TEXT).send(`failed to reload config: ${error}\n`)
+  })
+
+  app.use((_req: Request, res: Response) => {
+    res.status(404).type(TEXT).send('not found\n')
+  })
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    state.logger.error('request failed', { err })
+    if (!res.headersSent) res.status(500).type(TEXT).send('internal error\n')
+  })
+  return app
+}
