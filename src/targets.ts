@@ -60,7 +60,7 @@ export function parseTargetRule(text: string): TargetRule | string {
     return withJson({ kind: 'domain', text, suffix: suffix.replace(/\.$/, '') })
   }
   const hasPort = /^\[.*\]:\d+$/.test(rule) || (isIP(rule) !== 6 && rule.includes(':'))
-  const target = parseTarget(rule, 0)
+  const target = parseTarget(rule, 1) // the port is ignored unless the rule gives one
   if (typeof target === 'string') return `"${text}": ${target}`
   return withJson(
     hasPort
