@@ -1,0 +1,49 @@
+// Run one probe the way /probe does (handler included) from a module written as YAML.
+import { parseConfig } from '../../src/config.ts'
+import { createExporterMetrics } from '../../src/exporter-metrics.ts'
+import { handleProbe } from '../../src/handler.ts'
+import { History } from '../../src/history.ts'
+import { silentLogger } from '../../src/logger.ts'
+import { parseMetrics, sampleValue, type Labels, type Sample } from './metrics.ts'
+
+export interface ProbeOutcome {
+  samples: Sample[]
+  /** The ?debug=true text: log lines, metrics, module config. */
+  debug: string
+  seconds: number
+  value(name: string, labels?: Labels): number | undefined
+  /** probe_failed_phase_info's phase, or undefined on success. */
+  failedPhase: string | undefined
+}
+
+/** `moduleYaml` is the body of one module (prober: ..., ...), indented or not. */
+export async function probe(
+  moduleYaml: string,
+  target: string | undefined,
+  options: { scrapeTimeout?: string } = {},
+): Promise<ProbeOutcome> {
+  const body = moduleYaml
+    .replace(/^\n+/, '')
+    .split('\n')
+    .map((l) => '    ' + l)
+    .join('\n')
+  const config = parseConfig(`modules:\n  m:\n${body}\n`, 'test.yml')
+  const module = config.modules['m']!
+  const history = new History()
+  const start = performance.now()
+  const answer = await handleProbe(
+    { moduleName: 'm', module, target, scrapeTimeout: options.scrapeTimeout, debug: false, openMetrics: false },
+    { logger: silentLogger, history, metrics: createExporterMetrics('test'), timeoutOffset: 0.5 },
+  )
+  const seconds = (performance.now() - start) / 1000
+  if (answer.status !== 200) throw new Error(`probe answered ${answer.status}: ${answer.body}`)
+  const samples = parseMetrics(answer.body)
+  const failed = samples.find((s) => s.name === 'probe_failed_phase_info')
+  return {
+    samples,
+    debug: history.list()[0]?.debugText ?? '',
+    seconds,
+    value: (name, labels) => sampleValue(samples, name, labels),
+    failedPhase: failed?.labels['phase'],
+  }
+}

@@ -1,0 +1,81 @@
+// Throwaway certificates for in-process TLS servers: a CA, and good, expired, wrong-name and self-signed leaves.
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export interface CertSet {
+  dir: string
+  /** Path of the CA certificate to trust. */
+  caFile: string
+  ca: Buffer
+  /** Leaf for localhost and 127.0.0.1, signed by the CA. */
+  good: { cert: Buffer; key: Buffer }
+  /** Same names, signed by the CA, expired. */
+  expired: { cert: Buffer; key: Buffer }
+  /** Signed by the CA, for wrong.example only. */
+  wrongName: { cert: Buffer; key: Buffer }
+  /** Not signed by the CA. */
+  selfSigned: { cert: Buffer; key: Buffer }
+}
+
+let cached: CertSet | undefined
+
+function openssl(dir: string, args: string[]) {
+  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+}
+
+function leaf(dir: string, name: string, san: string, days: string[]) {
+  openssl(dir, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`])
+  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`)
+  openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-extfile', `${name}.ext`, '-out', `${name}.crt`, ...days])
+  return { cert: readFileSync(join(dir, `${name}.crt`)), key: readFileSync(join(dir, `${name}.key`)) }
+}
+
+/** A CA-signed leaf that expired yesterday (`openssl ca` takes explicit dates; OpenSSL 3.0's x509 does not). */
+function expiredLeaf(dir: string) {
+  const stamp = (daysAgo: number) =>
+    new Date(Date.now() - daysAgo * 86400_000).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z'
+  writeFileSync(join(dir, 'index.txt'), '')
+  writeFileSync(join(dir, 'serial'), '1000\n')
+  writeFileSync(
+    join(dir, 'ca.cnf'),
+    [
+      '[ca]',
+      'default_ca = test',
+      '[test]',
+      `dir = ${dir}`,
+      'database = $dir/index.txt',
+      'serial = $dir/serial',
+      'new_certs_dir = $dir',
+      'certificate = $dir/ca.crt',
+      'private_key = $dir/ca.key',
+      'default_md = sha256',
+      'policy = any',
+      'copy_extensions = none',
+      'x509_extensions = ext',
+      '[any]',
+      'commonName = supplied',
+      '[ext]',
+      'subjectAltName = DNS:localhost,IP:127.0.0.1',
+      'basicConstraints = CA:FALSE',
+      '',
+    ].join('\n'),
+  )
+  openssl(dir, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'expired.key', '-out', 'expired.csr', '-subj', '/CN=localhost'])
+  openssl(dir, ['ca', '-batch', '-config', 'ca.cnf', '-in', 'expired.csr', '-out', 'expired.crt', '-startdate', stamp(30), '-enddate', stamp(1)])
+  return { cert: readFileSync(join(dir, 'expired.crt')), key: readFileSync(join(dir, 'expired.key')) }
+}
+
+export function certs(): CertSet {
+  if (cached) return cached
+  const dir = mkdtempSync(join(tmpdir(), 'mailprobe-certs-'))
+  openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=mailprobe test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+  const good = leaf(dir, 'good', 'DNS:localhost,IP:127.0.0.1', ['-days', '30'])
+  const expired = expiredLeaf(dir)
+  const wrongName = leaf(dir, 'wrong', 'DNS:wrong.example', ['-days', '30'])
+  openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'self.key', '-out', 'self.crt', '-days', '30', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'])
+  const selfSigned = { cert: readFileSync(join(dir, 'self.crt')), key: readFileSync(join(dir, 'self.key')) }
+  cached = { dir, caFile: join(dir, 'ca.crt'), ca: readFileSync(join(dir, 'ca.crt')), good, expired, wrongName, selfSigned }
+  return cached
+}
