@@ -134,13 +134,15 @@ async function attempt(
       onTls: (secure) => facts.tls(secure),
     },
   })
-  const inPhase = async <T>(step: () => Promise<T>): Promise<T> => {
+  /** Tags a failure with the phase the dialogue was in (nodemailer bundles several commands per call). */
+  const phaseNamed = async <T>(name: SmtpPhase | undefined, step: () => Promise<T>): Promise<T> => {
     try {
       return await step()
     } catch (err) {
-      throw err instanceof PhaseError ? err : new PhaseError(session.phase, err)
+      throw err instanceof PhaseError ? err : new PhaseError(name ?? session.phase, err)
     }
   }
+  const inPhase = <T>(step: () => Promise<T>) => phaseNamed(undefined, step)
   try {
     await inPhase(() => session.connect())
     facts.ehlo(session.ehloReplies)
@@ -150,7 +152,8 @@ async function attempt(
         new Error('STARTTLS is required (tls: starttls) but the server did not offer it'),
       )
 
-    if (settings.auth) await inPhase(() => authenticate(session, settings, facts, ctx))
+    // Named explicitly: a refusal (no TLS, no common mechanism) happens before any AUTH line is sent.
+    if (settings.auth) await phaseNamed('auth', () => authenticate(session, settings, facts, ctx))
 
     let result: SmtpResult = {}
     if (mail) {

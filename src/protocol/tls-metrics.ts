@@ -21,8 +21,9 @@ export function peerChain(socket: TLSSocket): DetailedPeerCertificate[] {
     seen.add(cert.fingerprint256)
     chain.push(cert)
     // Typed as always present, but undefined (or {}) where the presented chain ends.
-    const issuer: DetailedPeerCertificate | undefined = (cert as { issuerCertificate?: DetailedPeerCertificate })
-      .issuerCertificate
+    const issuer: DetailedPeerCertificate | undefined = (
+      cert as { issuerCertificate?: DetailedPeerCertificate }
+    ).issuerCertificate
     cert = issuer
   }
   return chain

@@ -4,7 +4,11 @@ import type { Registry } from 'prom-client'
 export type Labels = Record<string, string>
 
 /** The value of one sample; labels must match exactly the given ones (others may exist). */
-export async function metricValue(registry: Registry, name: string, labels: Labels = {}): Promise<number | undefined> {
+export async function metricValue(
+  registry: Registry,
+  name: string,
+  labels: Labels = {},
+): Promise<number | undefined> {
   const metric = registry.getSingleMetric(name)
   if (!metric) return undefined
   const { values } = await metric.get()
@@ -34,6 +38,11 @@ export function parseMetrics(text: string): Sample[] {
 }
 
 /** The sample's value, or undefined; labels given must match, others may exist. */
-export function sampleValue(samples: readonly Sample[], name: string, labels: Labels = {}): number | undefined {
-  return samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value
+export function sampleValue(
+  samples: readonly Sample[],
+  name: string,
+  labels: Labels = {},
+): number | undefined {
+  return samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    ?.value
 }

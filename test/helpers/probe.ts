@@ -32,7 +32,14 @@ export async function probe(
   const history = new History()
   const start = performance.now()
   const answer = await handleProbe(
-    { moduleName: 'm', module, target, scrapeTimeout: options.scrapeTimeout, debug: false, openMetrics: false },
+    {
+      moduleName: 'm',
+      module,
+      target,
+      scrapeTimeout: options.scrapeTimeout,
+      debug: false,
+      openMetrics: false,
+    },
     { logger: silentLogger, history, metrics: createExporterMetrics('test'), timeoutOffset: 0.5 },
   )
   const seconds = (performance.now() - start) / 1000

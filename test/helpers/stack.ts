@@ -4,7 +4,15 @@ import { join } from 'node:path'
 export interface MailStack {
   dir: string
   ca: string
-  ports: { smtp: number; submission: number; smtps: number; imap: number; imaps: number; pop3: number; pop3s: number }
+  ports: {
+    smtp: number
+    submission: number
+    smtps: number
+    imap: number
+    imaps: number
+    pop3: number
+    pop3s: number
+  }
   users: { probe: [string, string]; alice: [string, string]; spam: [string, string] }
   /** Accepted by Postfix and silently discarded. */
   voidAddress: string
@@ -13,7 +21,8 @@ export interface MailStack {
 /** The running stack; throws (never skips) when the tests were started without it. */
 export function mailStack(): MailStack {
   const dir = process.env['MAILSTACK_DIR']
-  if (!dir) throw new Error('MAILSTACK_DIR is not set: run integration tests through `npm run test:integration`')
+  if (!dir)
+    throw new Error('MAILSTACK_DIR is not set: run integration tests through `npm run test:integration`')
   const base = Number(process.env['MAILSTACK_PORT_BASE'] ?? '10000')
   return {
     dir,

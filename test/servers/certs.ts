@@ -26,9 +26,39 @@ function openssl(dir: string, args: string[]) {
 }
 
 function leaf(dir: string, name: string, san: string, days: string[]) {
-  openssl(dir, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`])
-  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`)
-  openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-extfile', `${name}.ext`, '-out', `${name}.crt`, ...days])
+  openssl(dir, [
+    'req',
+    '-new',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    `/CN=${name}`,
+  ])
+  writeFileSync(
+    join(dir, `${name}.ext`),
+    `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+  )
+  openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.crt`,
+    ...days,
+  ])
   return { cert: readFileSync(join(dir, `${name}.crt`)), key: readFileSync(join(dir, `${name}.key`)) }
 }
 
@@ -62,20 +92,87 @@ function expiredLeaf(dir: string) {
       '',
     ].join('\n'),
   )
-  openssl(dir, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'expired.key', '-out', 'expired.csr', '-subj', '/CN=localhost'])
-  openssl(dir, ['ca', '-batch', '-config', 'ca.cnf', '-in', 'expired.csr', '-out', 'expired.crt', '-startdate', stamp(30), '-enddate', stamp(1)])
+  openssl(dir, [
+    'req',
+    '-new',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'expired.key',
+    '-out',
+    'expired.csr',
+    '-subj',
+    '/CN=localhost',
+  ])
+  openssl(dir, [
+    'ca',
+    '-batch',
+    '-config',
+    'ca.cnf',
+    '-in',
+    'expired.csr',
+    '-out',
+    'expired.crt',
+    '-startdate',
+    stamp(30),
+    '-enddate',
+    stamp(1),
+  ])
   return { cert: readFileSync(join(dir, 'expired.crt')), key: readFileSync(join(dir, 'expired.key')) }
 }
 
 export function certs(): CertSet {
   if (cached) return cached
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-certs-'))
-  openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=mailprobe test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+  openssl(dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '30',
+    '-subj',
+    '/CN=mailprobe test CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
   const good = leaf(dir, 'good', 'DNS:localhost,IP:127.0.0.1', ['-days', '30'])
   const expired = expiredLeaf(dir)
   const wrongName = leaf(dir, 'wrong', 'DNS:wrong.example', ['-days', '30'])
-  openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'self.key', '-out', 'self.crt', '-days', '30', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'])
+  openssl(dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'self.key',
+    '-out',
+    'self.crt',
+    '-days',
+    '30',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ])
   const selfSigned = { cert: readFileSync(join(dir, 'self.crt')), key: readFileSync(join(dir, 'self.key')) }
-  cached = { dir, caFile: join(dir, 'ca.crt'), ca: readFileSync(join(dir, 'ca.crt')), good, expired, wrongName, selfSigned }
+  cached = {
+    dir,
+    caFile: join(dir, 'ca.crt'),
+    ca: readFileSync(join(dir, 'ca.crt')),
+    good,
+    expired,
+    wrongName,
+    selfSigned,
+  }
   return cached
 }

@@ -99,7 +99,8 @@ export async function scriptedServer(
         }
         const line = lines.shift() ?? ''
         const ok =
-          pattern === undefined || (typeof pattern === 'string' ? line.startsWith(pattern) : pattern.test(line))
+          pattern === undefined ||
+          (typeof pattern === 'string' ? line.startsWith(pattern) : pattern.test(line))
         if (!ok) throw new Error(`script expected ${String(pattern)}, client sent ${JSON.stringify(line)}`)
         return line
       },
