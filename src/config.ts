@@ -417,7 +417,11 @@ export function parseConfig(text: string, file: string): Config {
   if (doc.errors.length > 0) {
     throw new ConfigError(
       file,
-      doc.errors.map((e) => `${where(e.pos[0])}: ${e.message.split('\n')[0] ?? e.code}`),
+      doc.errors.map((e) => {
+        const near = /^[^:\s]+/.exec(text.slice(e.pos[0]))?.[0]
+        const message = e.message.split('\n')[0] ?? e.code
+        return `${where(e.pos[0])}: ${message}${near && e.code === 'DUPLICATE_KEY' ? `: "${near}"` : ''}`
+      }),
     )
   }
   const result = ConfigSchema.safeParse(doc.toJS() ?? {})

@@ -1,6 +1,236 @@
-// The pop3 prober (in progress).
-import type { Pop3Module } from '../config.ts'
-import type { Prober } from '../probe.ts'
+// The pop3 prober: banner, CAPA, STLS or implicit TLS, login, STAT (and UIDL/LIST), QUIT; every command timed.
+import { POP3_MECHANISMS, type Pop3Mechanism, type Pop3Module, type Pop3Settings } from '../config.ts'
+import { PhaseError, ProtocolError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { phaseTimer, type PhaseTimer } from '../phases.ts'
+import type { ProbeContext, Prober } from '../probe.ts'
+import { checkVerified, connectTcp } from '../protocol/connection.ts'
+import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
+import { saslMechanisms } from '../protocol/pop3-reply.ts'
+import { resolveHost } from '../protocol/resolve.ts'
+import { chooseMechanisms } from '../protocol/sasl.ts'
+import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
+import type { Target } from '../targets.ts'
 
-export const probePop3: Prober<Pop3Module> = () =>
-  Promise.reject(new Error('the pop3 prober is not built yet'))
+export const POP3_PHASES = [
+  'resolve',
+  'connect',
+  'tls',
+  'banner',
+  'capa',
+  'stls',
+  'capa_tls',
+  'auth',
+  'stat',
+  'list',
+  'quit',
+] as const
+export type Pop3Phase = (typeof POP3_PHASES)[number]
+
+export const probePop3: Prober<Pop3Module> = async (target, module, ctx) => {
+  const settings = module.pop3
+  const { client, phase } = await openPop3(target, settings, ctx)
+  try {
+    const stat = await phase('stat', () => client.stat())
+    new Pop3Facts(ctx, {}).stat(stat)
+    if (settings.list)
+      await phase('list', async () => {
+        // UIDL is optional (RFC 1939 7): skip it only when CAPA says the server lacks it.
+        const uids = client.capabilities?.has('UIDL') === false ? undefined : await client.uidl()
+        const sizes = await client.list()
+        ctx.logger.debug('listed messages', { uidl: uids?.length, list: sizes.length })
+      })
+    await phase('quit', () => client.quit())
+  } finally {
+    client.close()
+  }
+}
+
+/** probe_pop3_duration_seconds{phase} with extra labels; make one and pass it to each openPop3 to sum reconnects. */
+export function pop3PhaseTimer(ctx: ProbeContext, labels: Labels = {}): PhaseTimer<Pop3Phase> {
+  return phaseTimer(ctx.registry, 'pop3', POP3_PHASES, ctx.progress, labels)
+}
+
+/**
+ * Resolve, connect, (implicit TLS,) banner, CAPA, (STLS, TLS, CAPA,) login: each step timed into `phase`,
+ * TLS and capability facts recorded with `labels`. The caller runs its commands, then quit(); on
+ * failure the connection is already closed.
+ */
+export async function openPop3(
+  target: Target,
+  settings: Pop3Settings,
+  ctx: ProbeContext,
+  labels: Labels = {},
+  phase: PhaseTimer<Pop3Phase> = pop3PhaseTimer(ctx, labels),
+): Promise<{ client: Pop3Client; phase: PhaseTimer<Pop3Phase> }> {
+  const { signal, logger } = ctx
+  const facts = new Pop3Facts(ctx, labels)
+  const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
+  const socket = await phase('connect', () => connectTcp(address.address, target.port, signal))
+  logger.debug('connected', { address: address.address, port: target.port })
+  const client = new Pop3Client(socket, { signal, logger })
+  const secure = (waitForTicket: boolean) =>
+    phase('tls', async () => {
+      const tls = await client.startTls(target.host, settings.tls_config, waitForTicket)
+      recordTlsMetrics(tls, ctx.registry, labels)
+      checkVerified(tls, settings.tls_config)
+    })
+  try {
+    if (settings.tls === 'implicit') await secure(false)
+    const greeting = await phase('banner', () => client.greeting())
+    const capabilities = await phase('capa', () => capa(client, logger))
+    facts.capabilities(client.secure ? 'tls' : 'plain', capabilities, greeting)
+
+    if (settings.tls === 'stls' || settings.tls === 'stls_opportunistic') {
+      // A server without CAPA cannot advertise STLS; when STLS is required, ask anyway and let it answer.
+      const offered = capabilities ? capabilities.has('STLS') : settings.tls === 'stls'
+      if (offered) {
+        await phase('stls', () => client.stls())
+        await secure(true)
+        facts.capabilities('tls', await phase('capa_tls', () => capa(client, logger)), greeting)
+      } else if (settings.tls === 'stls') {
+        throw new PhaseError(
+          'stls',
+          new Error('STLS is required (tls: stls) but the server did not offer it'),
+        )
+      }
+    }
+
+    await phase('auth', () => login(client, settings, logger, facts))
+    return { client, phase }
+  } catch (err) {
+    client.close()
+    throw err
+  }
+}
+
+/** CAPA, or undefined when the server predates it (-ERR): then nothing is advertised, and USER is assumed. */
+async function capa(client: Pop3Client, logger: Logger): Promise<Capabilities | undefined> {
+  try {
+    return await client.capa()
+  } catch (err) {
+    if (!(err instanceof ProtocolError)) throw err
+    logger.info('server does not support CAPA', { reply: err.reply })
+    return undefined
+  }
+}
+
+/** What the server offers to log in with: its SASL mechanisms, USER, and APOP when the greeting has a timestamp. */
+function advertisedMechanisms(capabilities: Capabilities | undefined, greeting: Pop3Greeting | undefined) {
+  const offered = capabilities ? saslMechanisms(capabilities) : []
+  if (!capabilities || capabilities.has('USER')) offered.push('USER')
+  if (greeting?.timestamp !== undefined) offered.push('APOP')
+  return offered
+}
+
+const isPop3Mechanism = (m: string): m is Pop3Mechanism => (POP3_MECHANISMS as readonly string[]).includes(m)
+
+async function login(client: Pop3Client, settings: Pop3Settings, logger: Logger, facts: Pop3Facts) {
+  const auth = settings.auth
+  // The same rules as smtp: no credentials in the clear unless allowed, never over TLS that did not verify
+  // (insecure_skip_verify only lets the handshake finish, for the certificate facts).
+  const tls = client.tlsSocket
+  if (!tls && !auth.allow_plaintext)
+    throw new Error('refusing to send credentials without TLS (set auth.allow_plaintext to allow it)')
+  if (tls && !tls.authorized)
+    throw new Error('refusing to send credentials over TLS whose certificate did not verify')
+  const choice = chooseMechanisms({
+    advertised: advertisedMechanisms(client.capabilities, client.greetingInfo),
+    implemented: POP3_MECHANISMS,
+    preferred: auth.mechanisms,
+    hasPassword: auth.password !== undefined,
+    hasToken: auth.oauth2_token !== undefined,
+  })
+  const order = choice.order.filter(isPop3Mechanism)
+  if (order.length === 0) throw new Error(choice.reason ?? 'no usable mechanism')
+  const credentials = {
+    username: auth.username,
+    password: auth.password?.reveal(),
+    token: auth.oauth2_token?.reveal(),
+  }
+  let lastError: unknown
+  for (const mechanism of auth.try_all_mechanisms ? order : order.slice(0, 1)) {
+    try {
+      await client.login(mechanism, credentials)
+      facts.used(mechanism)
+      logger.debug('authenticated', { mechanism })
+      return
+    } catch (err) {
+      lastError = err
+      logger.info('login failed', { mechanism, err: (err as Error).message })
+      if (!(err instanceof ProtocolError)) throw err // our side or the connection failed: nothing more to try
+    }
+  }
+  throw lastError
+}
+
+/** The facts a POP3 probe reports besides phase durations. */
+class Pop3Facts {
+  readonly #ctx: ProbeContext
+  readonly #labels: Labels
+  constructor(ctx: ProbeContext, labels: Labels) {
+    this.#ctx = ctx
+    this.#labels = labels
+  }
+
+  capabilities(stage: 'plain' | 'tls', capabilities: Capabilities | undefined, greeting: Pop3Greeting) {
+    const { registry } = this.#ctx
+    // setInfo with no rows would register the gauge without its label names: skip instead.
+    if (capabilities && capabilities.size > 0)
+      setInfo(
+        registry,
+        'probe_pop3_capability_info',
+        'CAPA keywords the server announced, before (stage="plain") and after (stage="tls") TLS',
+        [...capabilities.keys()].map((capability) => ({ stage, capability })),
+        this.#labels,
+      )
+    const mechanisms = advertisedMechanisms(capabilities, greeting)
+    setInfo(
+      registry,
+      'probe_pop3_auth_mechanism_advertised',
+      'Login mechanisms the server offers (SASL, USER, APOP), by stage (plain before TLS, tls after)',
+      mechanisms.map((mechanism) => ({ stage, mechanism })),
+      this.#labels,
+    )
+    if (stage !== 'plain') return
+    // Without CAPA nothing is advertised, and USER is what a client would use (RFC 1939).
+    setGauge(
+      registry,
+      'probe_pop3_starttls_advertised',
+      'Whether the server offered STLS before TLS',
+      capabilities?.has('STLS') ? 1 : 0,
+      this.#labels,
+    )
+    const cleartext = mechanisms.some((m) => m === 'USER' || m === 'PLAIN' || m === 'LOGIN')
+    setGauge(
+      registry,
+      'probe_pop3_auth_offered_before_tls',
+      'Whether the server offered USER or SASL PLAIN/LOGIN on the cleartext connection',
+      cleartext ? 1 : 0,
+      this.#labels,
+    )
+  }
+
+  used(mechanism: string) {
+    setInfo(
+      this.#ctx.registry,
+      'probe_pop3_auth_mechanism_used',
+      'The mechanism that logged in',
+      [{ mechanism }],
+      this.#labels,
+    )
+  }
+
+  stat(stat: { messages: number; size: number }) {
+    const { registry } = this.#ctx
+    setGauge(registry, 'probe_pop3_messages', 'Messages in the maildrop (STAT)', stat.messages, this.#labels)
+    setGauge(
+      registry,
+      'probe_pop3_size_bytes',
+      'Size of the maildrop in bytes (STAT)',
+      stat.size,
+      this.#labels,
+    )
+  }
+}
