@@ -1,6 +1,241 @@
-// The imap prober (in progress).
-import type { ImapModule } from '../config.ts'
-import type { Prober } from '../probe.ts'
+// The imap prober: banner, CAPABILITY, STARTTLS or implicit TLS, login, EXAMINE or STATUS, LOGOUT; every command timed.
+import type { ImapFlow } from 'imapflow'
+import type { ImapAuth, ImapMechanism, ImapModule, ImapSettings } from '../config.ts'
+import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { phaseTimer, type PhaseTimer } from '../phases.ts'
+import type { ProbeContext, Prober } from '../probe.ts'
+import { checkVerified, connectTcp, startTls } from '../protocol/connection.ts'
+import { authMechanisms, hasCapability } from '../protocol/imap-reply.ts'
+import {
+  IMAP_PHASES,
+  ImapSession,
+  type ImapPhase,
+  type LoginPlan,
+  type PreLogin,
+} from '../protocol/imap-session.ts'
+import { resolveHost, type Resolved } from '../protocol/resolve.ts'
+import { chooseMechanisms } from '../protocol/sasl.ts'
+import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
+import type { Target } from '../targets.ts'
 
-export const probeImap: Prober<ImapModule> = () =>
-  Promise.reject(new Error('the imap prober is not built yet'))
+export { IMAP_PHASES, type ImapPhase }
+
+/** What imapflow can log in with: no CRAM-MD5 and no SCRAM (it has no hook for other SASL mechanisms). */
+const IMPLEMENTED: readonly ImapMechanism[] = ['OAUTHBEARER', 'XOAUTH2', 'PLAIN', 'LOGIN', 'IMAP-LOGIN']
+
+export const probeImap: Prober<ImapModule> = async (target, module, ctx) => {
+  const settings = module.imap
+  const { client, session } = await openImap(target, settings, ctx)
+  try {
+    const box = await session.during('select', () => checkMailbox(client, session, settings))
+    const gauge = (name: string, help: string, value: number | undefined) => {
+      if (value !== undefined) setGauge(ctx.registry, name, help, value)
+    }
+    gauge('probe_imap_mailbox_messages', 'Messages in the mailbox', box.messages)
+    gauge('probe_imap_mailbox_recent', 'Messages with \\Recent in the mailbox', box.recent)
+    gauge('probe_imap_mailbox_unseen', 'Messages without \\Seen in the mailbox', box.unseen)
+    await session.during('logout', () => client.logout())
+  } finally {
+    session.close()
+  }
+}
+
+/** Read-only: EXAMINE (never SELECT, so no flag changes and no expunge) or STATUS, as configured. */
+async function checkMailbox(client: ImapFlow, session: ImapSession, settings: ImapSettings) {
+  if (settings.mailbox_check === 'status') {
+    const status = await client.status(settings.mailbox, { messages: true, recent: true, unseen: true })
+    if (!status) throw new Error(`STATUS ${settings.mailbox} failed`) // imapflow answers a NO with false
+    return { messages: status.messages, recent: status.recent, unseen: status.unseen }
+  }
+  const box = await client.mailboxOpen(settings.mailbox, { readOnly: true })
+  // EXAMINE's [UNSEEN n] is the first unseen message, not a count: SEARCH UNSEEN counts (RETURN COUNT with ESEARCH).
+  const unseen = await client.search({ seen: false }, { returnOptions: ['COUNT'] })
+  if (unseen === false || unseen === undefined) throw new Error('SEARCH UNSEEN failed')
+  return {
+    messages: box.exists,
+    recent: session.recent,
+    unseen: Array.isArray(unseen) ? unseen.length : unseen.count,
+  }
+}
+
+/** A logged-in IMAP connection (from openImap). */
+export interface ImapConnection {
+  /** The logged-in client. Commands outside session.during() are not timed: the caller times them. */
+  readonly client: ImapFlow
+  /** during(phase, step), call(step) (deadline + server text), close(); closes itself at the deadline. */
+  readonly session: ImapSession
+  /** probe_imap_duration_seconds with the labels given to openImap. */
+  readonly phase: PhaseTimer<ImapPhase>
+  /** The mechanism that logged in (IMAP-LOGIN is the LOGIN command); undefined after a PREAUTH greeting. */
+  readonly mechanism: string | undefined
+}
+
+/**
+ * Everything up to and including the login, timed in probe_imap_duration_seconds{phase, ...labels},
+ * with the capability, mechanism, TLS and DNS facts recorded under the same extra labels.
+ * With auth.try_all_mechanisms a refused login is retried with the next mechanism on a new
+ * connection (imapflow clients are single-use); the phases then add up over the connections.
+ */
+export async function openImap(
+  target: Target,
+  settings: ImapSettings,
+  ctx: ProbeContext,
+  labels: Labels = {},
+): Promise<ImapConnection> {
+  const phase = phaseTimer(ctx.registry, 'imap', IMAP_PHASES, ctx.progress, labels)
+  const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
+  const refused: ImapMechanism[] = []
+  for (;;) {
+    const session = await connect(target, address, settings, ctx, phase, labels, refused)
+    try {
+      await session.connect()
+    } catch (err) {
+      session.close()
+      const next = session.loginRefused && session.chosen && settings.auth.try_all_mechanisms
+      if (!next || !session.chosen) throw err
+      refused.push(session.chosen)
+      const left = mechanismOrder(settings.auth, session.capabilities.tls ?? session.capabilities.plain ?? [])
+      if (!left.order.some((m) => !refused.includes(m))) throw err
+      ctx.logger.info('login refused; trying the next mechanism on a new connection', {
+        mechanism: session.chosen,
+      })
+      continue
+    } finally {
+      recordCapabilities(ctx, session, labels)
+    }
+    const mechanism = session.mechanismUsed
+    if (mechanism !== undefined && mechanism !== session.chosen)
+      ctx.logger.warn('imapflow logged in with another mechanism than chosen', {
+        chosen: session.chosen,
+        mechanism,
+      })
+    if (mechanism !== undefined)
+      setInfo(
+        ctx.registry,
+        'probe_imap_auth_mechanism_used',
+        'The mechanism that logged in',
+        [{ mechanism }],
+        labels,
+      )
+    return { client: session.client, session, phase, mechanism }
+  }
+}
+
+/** TCP (+ implicit TLS), then an ImapSession on that socket whose login follows our credential rules. */
+async function connect(
+  target: Target,
+  address: Resolved,
+  settings: ImapSettings,
+  ctx: ProbeContext,
+  phase: PhaseTimer<ImapPhase>,
+  labels: Labels,
+  refused: readonly ImapMechanism[],
+): Promise<ImapSession> {
+  let socket = await phase('connect', () => connectTcp(address.address, target.port, ctx.signal))
+  ctx.logger.debug('connected', { address: address.address, port: target.port })
+  if (settings.tls === 'implicit') {
+    const plain = socket
+    socket = await phase('tls', async () => {
+      const secure = await startTls(plain, target.host, settings.tls_config, ctx.signal, false)
+      recordTlsMetrics(secure, ctx.registry, labels)
+      checkVerified(secure, settings.tls_config)
+      return secure
+    })
+  }
+  return new ImapSession({
+    socket,
+    host: target.host,
+    port: target.port,
+    mode: settings.tls,
+    tlsConfig: settings.tls_config,
+    signal: ctx.signal,
+    logger: ctx.logger,
+    hooks: {
+      addPhase: (name, seconds) => phase.add(name, seconds),
+      enterPhase: (name) => (ctx.progress.phase = name),
+      onTls: (secure) => recordTlsMetrics(secure, ctx.registry, labels),
+      login: (state) => chooseLogin(settings.auth, state, refused),
+    },
+  })
+}
+
+/** The same credential rules as smtp: TLS that verified (or allow_plaintext), and LOGINDISABLED respected. */
+function chooseLogin(auth: ImapAuth, state: PreLogin, refused: readonly ImapMechanism[]): LoginPlan {
+  if (!state.secure && !auth.allow_plaintext)
+    throw new Error('refusing to send credentials without TLS (set auth.allow_plaintext to allow it)')
+  if (state.secure && !state.verified)
+    throw new Error('refusing to send credentials over TLS whose certificate did not verify')
+  const choice = mechanismOrder(auth, state.capabilities)
+  const mechanism = choice.order.find((m) => !refused.includes(m))
+  if (mechanism === undefined) {
+    const disabled = hasCapability(state.capabilities, 'LOGINDISABLED')
+      ? ' (LOGINDISABLED: no LOGIN command)'
+      : ''
+    throw new Error((choice.reason ?? 'no usable mechanism left') + disabled)
+  }
+  const secret = mechanism === 'XOAUTH2' || mechanism === 'OAUTHBEARER' ? auth.oauth2_token : auth.password
+  return { mechanism, user: auth.username, secret: secret?.reveal() ?? '' }
+}
+
+/** The configured preference (or strongest first) among what the server offers; the LOGIN command unless LOGINDISABLED. */
+function mechanismOrder(auth: ImapAuth, capabilities: readonly string[]) {
+  const advertised = authMechanisms(capabilities)
+  if (!hasCapability(capabilities, 'LOGINDISABLED')) advertised.push('IMAP-LOGIN')
+  const choice = chooseMechanisms({
+    advertised,
+    implemented: IMPLEMENTED,
+    preferred: auth.mechanisms,
+    hasPassword: auth.password !== undefined,
+    hasToken: auth.oauth2_token !== undefined,
+  })
+  return { order: choice.order as ImapMechanism[], reason: choice.reason }
+}
+
+/** Capabilities and mechanisms per stage, and what the cleartext list says about TLS and passwords. */
+function recordCapabilities(ctx: ProbeContext, session: ImapSession, labels: Labels) {
+  const { registry } = ctx
+  for (const stage of ['plain', 'tls'] as const) {
+    const list = session.capabilities[stage]
+    if (!list) continue
+    setInfo(
+      registry,
+      'probe_imap_capability_info',
+      'CAPABILITY atoms before login, before (stage="plain") and under (stage="tls") TLS',
+      list.map((capability) => ({ stage, capability })),
+      labels,
+    )
+    const mechanisms = authMechanisms(list)
+    if (mechanisms.length > 0)
+      setInfo(
+        registry,
+        'probe_imap_auth_mechanism_advertised',
+        'AUTH= mechanisms offered, by stage; usable="false" for those imapflow cannot speak (CRAM-MD5, SCRAM)',
+        mechanisms.map((mechanism) => ({
+          stage,
+          mechanism,
+          usable: String((IMPLEMENTED as readonly string[]).includes(mechanism)),
+        })),
+        labels,
+      )
+  }
+  const plain = session.capabilities.plain
+  if (!plain) return
+  const has = (name: string) => hasCapability(plain, name)
+  const flag = (name: string, help: string, value: boolean) =>
+    setGauge(registry, name, help, value ? 1 : 0, labels)
+  flag(
+    'probe_imap_starttls_advertised',
+    'Whether the cleartext capability list offers STARTTLS',
+    has('STARTTLS'),
+  )
+  flag(
+    'probe_imap_logindisabled_before_tls',
+    'Whether the cleartext capability list says LOGINDISABLED',
+    has('LOGINDISABLED'),
+  )
+  flag(
+    'probe_imap_auth_offered_before_tls',
+    'Whether the cleartext server would take a password (no LOGINDISABLED, or AUTH=PLAIN/LOGIN)',
+    !has('LOGINDISABLED') || has('AUTH=PLAIN') || has('AUTH=LOGIN'),
+  )
+}

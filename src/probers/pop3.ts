@@ -33,7 +33,7 @@ export const probePop3: Prober<Pop3Module> = async (target, module, ctx) => {
   const { client, phase } = await openPop3(target, settings, ctx)
   try {
     const stat = await phase('stat', () => client.stat())
-    new Pop3Facts(ctx, {}).stat(stat)
+    recordStat(ctx, stat)
     if (settings.list)
       await phase('list', async () => {
         // UIDL is optional (RFC 1939 7): skip it only when CAPA says the server lacks it.
@@ -221,16 +221,11 @@ class Pop3Facts {
       this.#labels,
     )
   }
+}
 
-  stat(stat: { messages: number; size: number }) {
-    const { registry } = this.#ctx
-    setGauge(registry, 'probe_pop3_messages', 'Messages in the maildrop (STAT)', stat.messages, this.#labels)
-    setGauge(
-      registry,
-      'probe_pop3_size_bytes',
-      'Size of the maildrop in bytes (STAT)',
-      stat.size,
-      this.#labels,
-    )
-  }
+/** probe_pop3_messages and probe_pop3_size_bytes from a STAT reply. */
+export function recordStat(ctx: ProbeContext, stat: { messages: number; size: number }, labels: Labels = {}) {
+  const { registry } = ctx
+  setGauge(registry, 'probe_pop3_messages', 'Messages in the maildrop (STAT)', stat.messages, labels)
+  setGauge(registry, 'probe_pop3_size_bytes', 'Size of the maildrop in bytes (STAT)', stat.size, labels)
 }

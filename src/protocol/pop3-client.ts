@@ -61,6 +61,7 @@ export class Pop3Client {
   readonly #logger: Logger
   readonly #maxReplyBytes: number
   #busy = false
+  #closed = false
   #greeting: Pop3Greeting | undefined
   #capabilities: Capabilities | undefined
 
@@ -246,6 +247,7 @@ export class Pop3Client {
 
   /** Closes the socket at once; a pending command rejects. Safe to call more than once. */
   close(): void {
+    this.#closed = true
     // destroy() rather than LineChannel.close(): the channel keeps listening, so a pending read rejects.
     this.#channel.socket.destroy()
   }
@@ -255,6 +257,8 @@ export class Pop3Client {
   /** One command at a time, and none outlives the deadline. */
   async #run<T>(step: () => Promise<T>): Promise<T> {
     if (this.#busy) throw new Error('POP3 client: a command is already running')
+    // Lines still buffered from before close() must not be taken as replies to a new command.
+    if (this.#closed) throw new Error('POP3 client: the connection is closed')
     this.#busy = true
     try {
       return await abortable(step(), this.#signal)

@@ -26,7 +26,9 @@ const INVALID: Record<string, string[]> = {
     '3:5: modules.mailbox.allowed_targets: this module sends credentials: restrict where with `target` or ' +
       '`allowed_targets`, so that nobody can make the exporter send them to a host of their choosing',
   ],
-  'invalid-two-passwords.yml': ['9:24: modules.submission.smtp.auth.password_file: give only one of password, password_file'],
+  'invalid-two-passwords.yml': [
+    '9:24: modules.submission.smtp.auth.password_file: give only one of password, password_file',
+  ],
   'invalid-password-file-missing.yml': [
     '8:24: modules.submission.smtp.auth.password_file: cannot read /nonexistent/mailprobe-password: ENOENT',
   ],
@@ -37,10 +39,18 @@ const INVALID: Record<string, string[]> = {
     '7:28: modules.submissions.smtp.retry_with_starttls: retry_with_starttls needs tls: none or starttls_opportunistic (tls is implicit)',
   ],
   'invalid-duplicate-key.yml': ['5:5: Map keys must be unique: "timeout"'],
-  'invalid-network.yml': ['4:41: modules.imap.allowed_targets.1: "10.0.0.0/33" is not a valid network (CIDR)'],
-  'invalid-deferred-without-state.yml': ['6:7: modules.route.roundtrip.state_file: mode: deferred needs state_file'],
-  'invalid-cert-without-key.yml': ['6:9: modules.mx.smtp.tls_config.key_file: cert_file and key_file go together'],
-  'invalid-boolean-as-string.yml': ['5:19: modules.mx.smtp.pipelining: Invalid input: expected boolean, received string'],
+  'invalid-network.yml': [
+    '4:41: modules.imap.allowed_targets.1: "10.0.0.0/33" is not a valid network (CIDR)',
+  ],
+  'invalid-deferred-without-state.yml': [
+    '6:7: modules.route.roundtrip.state_file: mode: deferred needs state_file',
+  ],
+  'invalid-cert-without-key.yml': [
+    '6:9: modules.mx.smtp.tls_config.key_file: cert_file and key_file go together',
+  ],
+  'invalid-boolean-as-string.yml': [
+    '5:19: modules.mx.smtp.pipelining: Invalid input: expected boolean, received string',
+  ],
   'invalid-mechanism.yml': [
     '6:63: modules.submission.smtp.auth.mechanisms.0: Invalid option: expected one of "SCRAM-SHA-256"|"SCRAM-SHA-1"|"CRAM-MD5"|"XOAUTH2"|"PLAIN"|"LOGIN"',
   ],
@@ -77,14 +87,22 @@ test('config: every invalid fixture is in the table', async () => {
 })
 
 test('config: --config.check exits 1 and prints the problems, 0 for a valid file', () => {
-  const bad = spawnSync('npx', ['tsx', 'src/main.ts', '--config.check', `--config.file=${fixtures}/invalid-tls-mode.yml`], {
-    encoding: 'utf8',
-  })
+  const bad = spawnSync(
+    'npx',
+    ['tsx', 'src/main.ts', '--config.check', `--config.file=${fixtures}/invalid-tls-mode.yml`],
+    {
+      encoding: 'utf8',
+    },
+  )
   assert.equal(bad.status, 1)
   assert.match(bad.stderr, /invalid-tls-mode\.yml:5:12: modules\.mx\.smtp\.tls: Invalid option/)
-  const good = execFileSync('npx', ['tsx', 'src/main.ts', '--config.check', '--config.file=config/mailprobe.yml'], {
-    encoding: 'utf8',
-  })
+  const good = execFileSync(
+    'npx',
+    ['tsx', 'src/main.ts', '--config.check', '--config.file=config/mailprobe.yml'],
+    {
+      encoding: 'utf8',
+    },
+  )
   assert.match(good, /config\/mailprobe\.yml: ok, 3 modules/)
 })
 
@@ -92,7 +110,10 @@ test('config: the default config and the commented example of every option load'
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-config-'))
   const secretFile = join(dir, 'monitor.password')
   writeFileSync(secretFile, 'file-secret\n')
-  const example = readFileSync('config/example.yml', 'utf8').replaceAll('/etc/mailprobe/monitor.password', secretFile)
+  const example = readFileSync('config/example.yml', 'utf8').replaceAll(
+    '/etc/mailprobe/monitor.password',
+    secretFile,
+  )
   process.env['MAILPROBE_POP3_PASSWORD'] = 'env-secret'
   try {
     const config = parseConfig(example, 'example.yml')
@@ -104,8 +125,7 @@ test('config: the default config and the commented example of every option load'
       'smtp_submission',
     ])
     const smtp = config.modules['smtp_submission']
-    assert.equal(smtp?.prober, 'smtp')
-    if (smtp?.prober !== 'smtp') return
+    assert.ok(smtp?.prober === 'smtp')
     assert.equal(smtp.smtp.auth?.password?.reveal(), 'file-secret', 'one trailing newline dropped')
     assert.equal(smtp.smtp.tls_config.min_version, 'TLS12')
     const pop3 = config.modules['pop3s_login']
@@ -130,7 +150,8 @@ test('config: defaults apply (timeout 10 s, tls starttls, ip4 with fallback)', (
 test('config: secrets print as <secret> in JSON, strings, inspect and the redacted module', () => {
   const secret = new Secret('hunter2')
   assert.equal(JSON.stringify({ secret }), '{"secret":"<secret>"}')
-  assert.equal(`${String(secret)}`, '<secret>')
+  assert.equal(String(secret), '<secret>')
+  assert.equal(`${secret.toString()}`, '<secret>')
   assert.equal(inspect({ secret }), '{ secret: <secret> }')
   assert.equal(secret.reveal(), 'hunter2')
   const config = parseConfig(

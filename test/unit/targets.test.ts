@@ -9,7 +9,15 @@ test('targets: host, host:port, IPv6 with and without brackets', () => {
   assert.deepEqual(parseTarget('[2001:db8::1]:465', 25), { host: '2001:db8::1', port: 465 })
   assert.deepEqual(parseTarget('2001:db8::1', 25), { host: '2001:db8::1', port: 25 })
   assert.deepEqual(parseTarget('127.0.0.1:10587', 25), { host: '127.0.0.1', port: 10587 })
-  for (const bad of ['', 'mail.example.com:0', 'mail.example.com:70000', 'a b', 'user@host', 'http://x', 'x:1a'])
+  for (const bad of [
+    '',
+    'mail.example.com:0',
+    'mail.example.com:70000',
+    'a b',
+    'user@host',
+    'http://x',
+    'x:1a',
+  ])
     assert.equal(typeof parseTarget(bad, 25), 'string', bad)
 })
 
@@ -39,7 +47,10 @@ test('targets: a network rule matches IP literals inside it only', () => {
   assert.ok(targetAllowed({ host: '192.0.2.17', port: 25 }, r))
   assert.ok(!targetAllowed({ host: '192.0.3.1', port: 25 }, r))
   assert.ok(targetAllowed({ host: '2001:db8::25', port: 25 }, r))
-  assert.ok(!targetAllowed({ host: 'mail.example.com', port: 25 }, r), 'a name is not checked against networks')
+  assert.ok(
+    !targetAllowed({ host: 'mail.example.com', port: 25 }, r),
+    'a name is not checked against networks',
+  )
 })
 
 test('targets: invalid rules say why', () => {

@@ -1,0 +1,448 @@
+// ImapSession: imapflow on our own socket, its log turned into timed phases, the login decided by the caller.
+// Every use of imapflow internals is in this file (see the comments where they are touched).
+import type net from 'node:net'
+import tls from 'node:tls'
+import { ImapFlow, type AuthOptions, type ImapTransport, type Logger as ImapflowLogger } from 'imapflow'
+import type { ImapMechanism, TlsConfig } from '../config.ts'
+import { DeadlineError, PhaseError, ProtocolError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import { VERSION } from '../version.ts'
+import { abortable } from './abort.ts'
+import { bindSignal, checkVerified, tlsOptions, TlsVerifyError } from './connection.ts'
+import {
+  capabilityList,
+  clientCommand,
+  hasCapability,
+  recentCount,
+  redactClientLine,
+  serverLine,
+} from './imap-reply.ts'
+
+/**
+ * capability: CAPABILITY and imapflow's ID before login (0 when the greeting carried the list, as
+ * Dovecot's does); capability_tls: the same after STARTTLS; auth: AUTHENTICATE or LOGIN plus
+ * imapflow's setup after it (CAPABILITY, ID, NAMESPACE); select: LIST, LSUB, SELECT, EXAMINE, STATUS.
+ */
+export const IMAP_PHASES = [
+  'resolve',
+  'connect',
+  'tls',
+  'banner',
+  'capability',
+  'starttls',
+  'capability_tls',
+  'auth',
+  'select',
+  'logout',
+] as const
+export type ImapPhase = (typeof IMAP_PHASES)[number]
+
+export type ImapTlsMode = 'none' | 'starttls' | 'starttls_opportunistic' | 'implicit'
+
+/** What the login hook is shown: the capability list in force, and how the connection is protected. */
+export interface PreLogin {
+  capabilities: string[]
+  secure: boolean
+  /** The certificate verified (false without TLS, and with insecure_skip_verify on a bad one). */
+  verified: boolean
+}
+
+/** The credentials to log in with; `secret` is the password, or the token for XOAUTH2/OAUTHBEARER. */
+export interface LoginPlan {
+  mechanism: ImapMechanism
+  user: string
+  secret: string
+}
+
+export interface SessionHooks {
+  /** Adds a measured duration to a phase. */
+  addPhase(phase: ImapPhase, seconds: number): void
+  /** The phase the dialogue is in now (for the deadline). */
+  enterPhase(phase: ImapPhase): void
+  /** The socket after the STARTTLS handshake, before its certificate is checked. */
+  onTls(socket: tls.TLSSocket): void
+  /** Runs inside imapflow's connect() right before it would log in; throw to send no credentials. */
+  login(state: PreLogin): LoginPlan
+}
+
+/**
+ * imapflow internals we rely on (not in its d.ts); test/unit/imap-session.test.ts fails if they change.
+ * - authenticate(): the login step of connect(), after STARTTLS and ID. Wrapped so that we, not
+ *   imapflow, decide whether and how credentials are sent, knowing the capability list and the TLS state.
+ * - authCapabilities: AUTH=... keys seen before login; the mechanism that logged in is set to true
+ *   ('LOGIN' for the LOGIN command). It tells us what imapflow actually did.
+ */
+interface Internals {
+  authenticate(): Promise<boolean>
+  authCapabilities: Map<string, boolean>
+}
+
+/** greeting: waiting for it; greeted: before login; loggedIn: imapflow's setup after login; ready: connect() done. */
+type Stage = 'greeting' | 'greeted' | 'loggedIn' | 'ready'
+
+const SELECT_VERBS = new Set(['LIST', 'LSUB', 'SELECT', 'EXAMINE', 'STATUS'])
+const LOGIN_VERBS = new Set(['AUTHENTICATE', 'LOGIN'])
+/** Our signal is the deadline; imapflow's own timers must never fire first. */
+const NEVER_MS = 3600_000
+
+export class ImapSession {
+  readonly client: ImapFlow
+  /** The pre-login capability lists as the server sent them: before TLS (plain) and under TLS. */
+  readonly capabilities: { plain?: string[]; tls?: string[] } = {}
+  /** n of the last "* n RECENT" (SELECT/EXAMINE). */
+  recent: number | undefined
+  /** The server answered NO/BAD to AUTHENTICATE or LOGIN. */
+  loginRefused = false
+  /** The mechanism the login hook chose on this connection. */
+  chosen: ImapMechanism | undefined
+  readonly #host: string
+  readonly #mode: ImapTlsMode
+  readonly #tlsConfig: TlsConfig
+  readonly #signal: AbortSignal
+  readonly #logger: Logger
+  readonly #hooks: SessionHooks
+  readonly #socket: net.Socket
+  readonly #pending = new Map<string, { t: number; phase: ImapPhase | undefined; verb: string }>()
+  readonly #onAbort = () => this.close()
+  #tlsSocket: tls.TLSSocket | undefined
+  #viaStarttls = false
+  #starttlsSent = false
+  #loginSent = false
+  #stage: Stage = 'greeting'
+  #phase: ImapPhase = 'banner'
+  #during: ImapPhase | undefined
+  #bannerStart = performance.now()
+  #refusal: { verb: string; line: string } | undefined
+  #bye: string | undefined
+
+  constructor(options: {
+    /** Connected; for implicit TLS the verified TLSSocket. */
+    socket: net.Socket
+    host: string
+    port: number
+    mode: ImapTlsMode
+    tlsConfig: TlsConfig
+    signal: AbortSignal
+    logger: Logger
+    hooks: SessionHooks
+  }) {
+    this.#host = options.host
+    this.#mode = options.mode
+    this.#tlsConfig = options.tlsConfig
+    this.#signal = options.signal
+    this.#logger = options.logger
+    this.#hooks = options.hooks
+    this.#socket = options.socket
+    if (options.mode === 'implicit') this.#tlsSocket = options.socket as tls.TLSSocket
+    const socket = options.socket
+    // imapflow's public transport hook: DNS, TCP and implicit TLS are already done (and timed) by
+    // the caller; STARTTLS is ours so that we time it and check the certificate ourselves.
+    const transport: ImapTransport = {
+      connect: (_opts, onConnect) => {
+        setImmediate(onConnect) // imapflow stores the returned socket before it may be told
+        return socket
+      },
+      upgrade: (plain, _opts, onSecure) => this.#upgrade(plain as net.Socket, onSecure),
+    }
+    this.client = new ImapFlow({
+      host: options.host,
+      port: options.port,
+      secure: options.mode === 'implicit',
+      // true: fail without STARTTLS; false: never send it; undefined: upgrade when offered
+      doSTARTTLS: options.mode === 'starttls' ? true : options.mode === 'none' ? false : undefined,
+      transport,
+      // Always ours: imapflow's default logger prints JSON (user names included) to stdout.
+      logger: this.#imapflowLogger(),
+      clientInfo: { name: 'mailprobe_exporter', version: VERSION },
+      // A probe needs none of these, and each costs round trips: no IDLE, no COMPRESS, and no ENABLE
+      // (IMAP4rev2 would also drop RECENT from EXAMINE and STATUS).
+      disableAutoIdle: true,
+      disableCompression: true,
+      disableAutoEnable: true,
+      connectionTimeout: NEVER_MS,
+      greetingTimeout: NEVER_MS,
+      socketTimeout: NEVER_MS,
+    })
+    // Mandatory: imapflow emits late socket errors; without a listener Node kills the process.
+    this.client.on('error', (err: Error) => {
+      this.#logger.debug('imap connection error', { err: err.message })
+    })
+    this.#wrapAuthenticate()
+    // imapflow has no per-command timeout: closing the client is what ends a command at the deadline.
+    if (options.signal.aborted) queueMicrotask(this.#onAbort)
+    else options.signal.addEventListener('abort', this.#onAbort, { once: true })
+  }
+
+  /** The phase of the command in flight (or last sent). */
+  get phase(): ImapPhase {
+    return this.#phase
+  }
+
+  /** Whether the connection is TLS (implicit or after STARTTLS). */
+  get secure(): boolean {
+    return this.#tlsSocket !== undefined
+  }
+
+  /**
+   * The mechanism that logged in, as imapflow recorded it (IMAP-LOGIN for the LOGIN command);
+   * undefined before login and after a PREAUTH greeting.
+   */
+  get mechanismUsed(): string | undefined {
+    const recorded = (this.client as unknown as Internals).authCapabilities
+    for (const [key, used] of recorded) if (used) return key === 'LOGIN' ? 'IMAP-LOGIN' : key.slice(5)
+    return undefined
+  }
+
+  /** Greeting, CAPABILITY, STARTTLS (as the mode says), ID, login and imapflow's setup after it. */
+  async connect(): Promise<void> {
+    this.#bannerStart = performance.now()
+    this.#enter('banner')
+    this.#refusal = undefined
+    try {
+      await abortable(this.client.connect(), this.#signal)
+    } catch (err) {
+      throw this.#connectFailure(err)
+    }
+    this.#stage = 'ready'
+  }
+
+  /**
+   * Runs a step whose commands all belong to `phase` (commands with a phase of their own, such as
+   * LOGOUT, keep it); a failure is a PhaseError with the server's NO/BAD/BYE text when there was one.
+   */
+  async during<T>(phase: ImapPhase, step: () => Promise<T>): Promise<T> {
+    this.#during = phase
+    this.#enter(phase)
+    try {
+      return await this.call(step)
+    } catch (err) {
+      throw err instanceof PhaseError ? err : new PhaseError(phase, err)
+    } finally {
+      this.#during = undefined
+    }
+  }
+
+  /** Runs a client call; rejects at the deadline, and with the server's NO/BAD/BYE text when there was one. */
+  call<T>(step: () => Promise<T>): Promise<T> {
+    this.#refusal = undefined
+    let promise: Promise<T>
+    try {
+      promise = step()
+    } catch (err) {
+      promise = Promise.reject(err instanceof Error ? err : new Error(String(err)))
+    }
+    return abortable(promise, this.#signal).catch((err: unknown) => {
+      throw this.#explain(err)
+    })
+  }
+
+  /** Closes the connection at once; safe to call more than once. */
+  close(): void {
+    this.#signal.removeEventListener('abort', this.#onAbort)
+    this.client.close()
+    this.#tlsSocket?.destroy()
+    this.#socket.destroy()
+  }
+
+  #enter(phase: ImapPhase) {
+    this.#phase = phase
+    this.#hooks.enterPhase(phase)
+  }
+
+  /** Which phase a command goes to; undefined after connect() for the caller's own commands. */
+  #phaseOf(verb: string): ImapPhase | undefined {
+    if (verb === 'STARTTLS') return 'starttls'
+    if (LOGIN_VERBS.has(verb)) return 'auth'
+    if (this.#stage === 'greeting' || this.#stage === 'greeted')
+      return this.#viaStarttls ? 'capability_tls' : 'capability' // CAPABILITY, ID
+    if (this.#stage === 'loggedIn') return 'auth' // CAPABILITY, ID, NAMESPACE (or LIST "" "")
+    if (SELECT_VERBS.has(verb)) return 'select'
+    if (verb === 'LOGOUT') return 'logout'
+    return this.#during
+  }
+
+  #imapflowLogger(): ImapflowLogger {
+    const at =
+      (level: string) =>
+      (entry: unknown): void => {
+        this.#onLog(level, (entry ?? {}) as { src?: unknown; msg?: unknown; err?: unknown })
+      }
+    return {
+      trace: at('trace'),
+      debug: at('debug'),
+      info: at('info'),
+      warn: at('warn'),
+      error: at('error'),
+      fatal: at('fatal'),
+    }
+  }
+
+  #onLog(level: string, entry: { src?: unknown; msg?: unknown; err?: unknown }) {
+    const msg = typeof entry.msg === 'string' ? entry.msg : ''
+    // Client lines are logged at debug right before they are written, server lines once parsed.
+    if (entry.src === 'c' && level === 'debug') this.#onClient(msg)
+    else if (entry.src === 's') this.#onServer(msg)
+    else if (level !== 'trace' && level !== 'debug') {
+      const err = entry.err instanceof Error ? entry.err.message : undefined
+      this.#logger.debug(`imapflow ${level}: ${msg || err || ''}`, err !== undefined && msg ? { err } : {})
+    }
+  }
+
+  #onClient(line: string) {
+    this.#logger.debug(`C: ${redactClientLine(line)}`)
+    const command = clientCommand(line)
+    if (!command) return // a continuation (SASL response, DONE) of the command in flight
+    const phase = this.#phaseOf(command.verb)
+    if (command.verb === 'STARTTLS') this.#starttlsSent = true
+    if (LOGIN_VERBS.has(command.verb)) this.#loginSent = true
+    this.#pending.set(command.tag, { t: performance.now(), phase, verb: command.verb })
+    if (phase) this.#enter(phase)
+  }
+
+  #onServer(line: string) {
+    const now = performance.now()
+    this.#logger.debug(`S: ${line}`)
+    const { tag, word } = serverLine(line)
+    if (this.#stage === 'greeting') {
+      this.#hooks.addPhase('banner', (now - this.#bannerStart) / 1000)
+      this.#stage = word === 'PREAUTH' ? 'loggedIn' : 'greeted'
+    }
+    // The pre-login lists only: the OK to the login carries the (longer) post-login list.
+    const capabilities = this.#loginSent ? undefined : capabilityList(line)
+    if (capabilities) this.capabilities[this.secure ? 'tls' : 'plain'] = capabilities
+    if (tag === '*') {
+      this.recent = recentCount(line) ?? this.recent
+      if (word === 'BYE') this.#bye = line
+      return
+    }
+    const command = this.#pending.get(tag)
+    if (!command) return
+    this.#pending.delete(tag)
+    if (command.phase) this.#hooks.addPhase(command.phase, (now - command.t) / 1000)
+    const login = LOGIN_VERBS.has(command.verb)
+    if (word === 'NO' || word === 'BAD') {
+      this.#refusal = { verb: command.verb, line }
+      if (login) this.loginRefused = true
+    } else if (word === 'OK' && login) {
+      this.#stage = 'loggedIn'
+    }
+  }
+
+  /** STARTTLS handshake on imapflow's behalf: timed, certificate recorded and checked, ticket awaited. */
+  #upgrade(plain: net.Socket, onSecure: () => void): tls.TLSSocket {
+    this.#enter('tls')
+    const start = performance.now()
+    let timed = false
+    const time = () => {
+      if (timed) return
+      timed = true
+      this.#hooks.addPhase('tls', (performance.now() - start) / 1000)
+    }
+    const secure = tls.connect({ ...tlsOptions(this.#host, this.#tlsConfig), socket: plain })
+    bindSignal(secure, this.#signal)
+    secure.once('error', time) // imapflow's own listener reports the error
+    secure.once('secureConnect', () => {
+      afterTicket(secure, () => {
+        time()
+        this.#tlsSocket = secure
+        this.#viaStarttls = true
+        this.#hooks.onTls(secure)
+        try {
+          checkVerified(secure, this.#tlsConfig)
+        } catch (err) {
+          secure.destroy(err as TlsVerifyError) // imapflow fails connect() with it
+          return
+        }
+        onSecure()
+      })
+    })
+    return secure
+  }
+
+  #wrapAuthenticate() {
+    const internals = this.client as unknown as Internals
+    const original = internals.authenticate.bind(this.client)
+    internals.authenticate = async () => {
+      if (this.client.authenticated) return original() // PREAUTH: nothing to send
+      this.#enter('auth')
+      const plan = this.#hooks.login({
+        capabilities: [...this.client.capabilities.keys()],
+        secure: this.secure,
+        verified: this.#tlsSocket?.authorized === true,
+      })
+      this.chosen = plan.mechanism
+      // Credentials reach imapflow only now, once we have decided they may be sent.
+      this.client.options.auth = imapflowAuth(plan)
+      // imapflow takes OAUTHBEARER whenever it is offered; hiding it is how XOAUTH2 is forced.
+      if (plan.mechanism === 'XOAUTH2') this.client.capabilities.delete('AUTH=OAUTHBEARER')
+      return original()
+    }
+  }
+
+  #connectFailure(err: unknown): PhaseError {
+    if (err instanceof PhaseError) return err
+    const explained = this.#explain(err)
+    // tls: starttls, and imapflow stopped before sending STARTTLS: the server did not offer it.
+    if (
+      this.#mode === 'starttls' &&
+      this.#stage === 'greeted' &&
+      !this.#starttlsSent &&
+      !(explained instanceof DeadlineError) &&
+      !(explained instanceof ProtocolError)
+    ) {
+      const offered = hasCapability(this.capabilities.plain ?? [], 'STARTTLS')
+      return new PhaseError(
+        'starttls',
+        offered ? explained : new Error('the server does not offer STARTTLS, which tls: starttls requires'),
+      )
+    }
+    return new PhaseError(this.#phase, explained)
+  }
+
+  /** The deadline, a certificate problem, the server's NO/BAD/BYE, or else imapflow's error as it is. */
+  #explain(err: unknown): Error {
+    if (err instanceof DeadlineError || this.#signal.aborted) return new DeadlineError()
+    if (err instanceof TlsVerifyError) return err
+    if (this.#refusal) return new ProtocolError(`OK to ${this.#refusal.verb}`, this.#refusal.line)
+    if (this.#bye)
+      return new ProtocolError(
+        this.#pending.size === 0 && this.#phase === 'banner' ? '* OK greeting' : 'no BYE',
+        this.#bye,
+      )
+    return err instanceof Error ? err : new Error(String(err))
+  }
+}
+
+function imapflowAuth(plan: LoginPlan): AuthOptions {
+  switch (plan.mechanism) {
+    case 'PLAIN':
+      return { user: plan.user, pass: plan.secret, loginMethod: 'AUTH=PLAIN' }
+    case 'LOGIN':
+      return { user: plan.user, pass: plan.secret, loginMethod: 'AUTH=LOGIN' }
+    case 'IMAP-LOGIN':
+      return { user: plan.user, pass: plan.secret, loginMethod: 'LOGIN' }
+    case 'XOAUTH2':
+    case 'OAUTHBEARER':
+      return { user: plan.user, accessToken: plan.secret }
+  }
+}
+
+/**
+ * Waits briefly for the TLS 1.3 session ticket before the next command, as startTls() in
+ * connection.ts does: a server's reply held for our delayed ACK would count as server latency.
+ */
+function afterTicket(socket: tls.TLSSocket, go: () => void): void {
+  if (socket.getProtocol() !== 'TLSv1.3') {
+    go()
+    return
+  }
+  let done = false
+  const proceed = () => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    setImmediate(go) // a write from inside 'session' never reaches the server on Node 20
+  }
+  const timer = setTimeout(proceed, 10)
+  socket.once('session', proceed)
+}

@@ -1,0 +1,531 @@
+// imap prober against in-process servers: scripted faults in every phase, certificates, credential rules, openImap.
+import assert from 'node:assert/strict'
+import { after, test } from 'node:test'
+import { Registry } from 'prom-client'
+import { parseConfig, type ImapModule } from '../../src/config.ts'
+import { DeadlineError, PhaseError, findCause } from '../../src/errors.ts'
+import { silentLogger } from '../../src/logger.ts'
+import { openImap, probeImap } from '../../src/probers/imap.ts'
+import { certs } from '../servers/certs.ts'
+import { scriptedServer, silentServer, type ScriptConnection } from '../servers/scripted.ts'
+import { metricValue } from '../helpers/metrics.ts'
+import { probe } from '../helpers/probe.ts'
+
+// A late imapflow error without a listener, or a rejection nobody awaits, must never happen.
+const stray: unknown[] = []
+process.on('unhandledRejection', (err) => stray.push(err))
+process.on('uncaughtException', (err) => stray.push(err))
+after(() => {
+  assert.deepEqual(stray, [])
+})
+
+interface Faults {
+  /** Replaces the greeting; the default carries no capabilities, so the client asks with CAPABILITY. */
+  greeting?: string
+  /** Capabilities before TLS and under TLS. */
+  caps?: string
+  capsTls?: string
+  /** Tagged answer to STARTTLS instead of OK, or 'drop' to close instead of the handshake. */
+  starttls?: string
+  cert?: { cert: Buffer; key: Buffer }
+  /** Tagged answer to the login (AUTHENTICATE <mech> or LOGIN, keyed by mechanism or '*') instead of OK. */
+  login?: Record<string, string>
+  examine?: string
+  status?: string
+  /** A command verb the server never answers. */
+  hang?: string
+  /** Sent (then the server closes) instead of answering EXAMINE. */
+  byeOnExamine?: string
+}
+
+const PLAIN_CAPS = 'IMAP4rev1 ID NAMESPACE STARTTLS LOGINDISABLED'
+const TLS_CAPS = 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5'
+
+/** A well-behaved IMAP server (STARTTLS, then AUTH=PLAIN/LOGIN/CRAM-MD5) whose answer in any phase can be replaced. */
+function imapScript(f: Faults = {}) {
+  return async (c: ScriptConnection) => {
+    // Each answer goes out in one write, as real servers do (separate small writes meet delayed ACKs).
+    const send = (...lines: string[]) => c.send(lines.map((l) => l + '\r\n').join(''))
+    send(f.greeting ?? '* OK scripted IMAP ready')
+    if (f.greeting?.startsWith('* BYE')) {
+      c.close()
+      return
+    }
+    let tls = false
+    for (;;) {
+      const line = await c.expect()
+      const [tag = '', verbText = '', ...args] = line.split(' ')
+      const verb = verbText.toUpperCase()
+      const ok = (text = 'done') => `${tag} OK ${text}`
+      if (verb === f.hang) continue
+      if (verb === 'CAPABILITY') {
+        send(`* CAPABILITY ${tls ? (f.capsTls ?? TLS_CAPS) : (f.caps ?? PLAIN_CAPS)}`, ok())
+      } else if (verb === 'STARTTLS') {
+        if (f.starttls !== undefined && f.starttls !== 'drop') {
+          send(`${tag} ${f.starttls}`)
+          continue
+        }
+        send(ok('Begin TLS negotiation now'))
+        if (f.starttls === 'drop') {
+          c.close()
+          return
+        }
+        await c.startTls(f.cert ?? certs().good)
+        tls = true
+      } else if (verb === 'ID') {
+        send('* ID ("name" "scripted")', ok())
+      } else if (verb === 'AUTHENTICATE' || verb === 'LOGIN') {
+        const mechanism = verb === 'LOGIN' ? 'IMAP-LOGIN' : (args[0] ?? '').toUpperCase()
+        if (mechanism === 'LOGIN') {
+          send('+ VXNlcm5hbWU6')
+          await c.expect()
+          send('+ UGFzc3dvcmQ6')
+          await c.expect()
+        } else if (verb === 'AUTHENTICATE' && args.length === 1) {
+          send('+ ') // PLAIN, and OAuth without SASL-IR: the payload comes as a continuation
+          await c.expect()
+        }
+        const refusal = f.login?.[mechanism] ?? f.login?.['*']
+        send(refusal ? `${tag} ${refusal}` : ok('Logged in'))
+      } else if (verb === 'NAMESPACE') {
+        send('* NAMESPACE (("" "/")) NIL NIL', ok())
+      } else if (verb === 'LIST' || verb === 'LSUB') {
+        send(`* ${verb} (\\HasNoChildren) "/" INBOX`, ok())
+      } else if (verb === 'EXAMINE') {
+        if (f.byeOnExamine) {
+          send(f.byeOnExamine)
+          c.close()
+          return
+        }
+        if (f.examine) send(`${tag} ${f.examine}`)
+        else
+          send(
+            '* FLAGS (\\Answered \\Seen \\Deleted)',
+            '* 3 EXISTS',
+            '* 1 RECENT',
+            '* OK [UIDVALIDITY 7] UIDs valid',
+            ok('[READ-ONLY] Examine completed'),
+          )
+      } else if (verb === 'SEARCH') {
+        send('* SEARCH 2 3', ok())
+      } else if (verb === 'STATUS') {
+        send(...(f.status ? [`${tag} ${f.status}`] : ['* STATUS INBOX (MESSAGES 5 RECENT 0 UNSEEN 4)', ok()]))
+      } else if (verb === 'NOOP') {
+        send(ok())
+      } else if (verb === 'LOGOUT') {
+        send('* BYE Logging out', ok())
+        await c.closed() // the client closes once it has the tagged OK
+        return
+      } else {
+        send(`${tag} BAD unknown command`)
+      }
+    }
+  }
+}
+
+const ca = () => certs().caFile
+const USER = '{ username: probe@mx.test, password: s3cr3t-pw }'
+function imapModule(options: { tls?: string; auth?: string; extra?: string; timeout?: string } = {}) {
+  return `
+prober: imap
+allowed_targets: [127.0.0.1]
+timeout: ${options.timeout ?? '5s'}
+imap:
+  tls: ${options.tls ?? 'starttls'}
+  tls_config: { ca_file: ${ca()} }
+  auth: ${options.auth ?? USER}
+  ${options.extra ?? ''}`
+}
+const target = (port: number) => `127.0.0.1:${port}`
+/** Whether any login command (or its payload) reached the server. */
+const sentCredentials = (received: readonly string[]) =>
+  received.some((l) => /^\S+ (AUTHENTICATE|LOGIN)\b/i.test(l))
+
+/** Calls the prober directly (no handler race), so a test sees whether the prober itself stops in time. */
+async function runDirect(moduleYaml: string, port: number, timeoutMs: number) {
+  const body = moduleYaml
+    .replace(/^\n+/, '')
+    .split('\n')
+    .map((l) => '    ' + l)
+    .join('\n')
+  const module = parseConfig(`modules:\n  m:\n${body}\n`, 'test.yml').modules['m'] as ImapModule
+  const ctx = {
+    signal: AbortSignal.timeout(timeoutMs),
+    registry: new Registry(),
+    logger: silentLogger,
+    progress: { phase: undefined as string | undefined },
+    moduleName: 'm',
+  }
+  const start = performance.now()
+  const error = await probeImap({ host: '127.0.0.1', port }, module, ctx).then(
+    () => undefined,
+    (err: unknown) => err,
+  )
+  return { error, seconds: (performance.now() - start) / 1000, ctx }
+}
+
+test('imap: STARTTLS + AUTHENTICATE PLAIN + EXAMINE succeeds, times every phase and reports the facts', async (t) => {
+  const server = await scriptedServer(t, imapScript())
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  for (const phase of [
+    'resolve',
+    'connect',
+    'tls',
+    'banner',
+    'capability',
+    'starttls',
+    'capability_tls',
+    'auth',
+    'select',
+    'logout',
+  ])
+    assert.ok(
+      (r.value('probe_imap_duration_seconds', { phase }) ?? 0) > 0,
+      `phase ${phase} was not timed: ${r.debug}`,
+    )
+  assert.equal(r.value('probe_imap_mailbox_messages'), 3)
+  assert.equal(r.value('probe_imap_mailbox_recent'), 1)
+  assert.equal(r.value('probe_imap_mailbox_unseen'), 2)
+  assert.equal(r.value('probe_imap_capability_info', { stage: 'plain', capability: 'STARTTLS' }), 1)
+  assert.equal(r.value('probe_imap_capability_info', { stage: 'tls', capability: 'AUTH=PLAIN' }), 1)
+  assert.equal(r.value('probe_imap_capability_info', { stage: 'tls', capability: 'STARTTLS' }), undefined)
+  assert.equal(r.value('probe_imap_starttls_advertised'), 1)
+  assert.equal(r.value('probe_imap_logindisabled_before_tls'), 1)
+  assert.equal(r.value('probe_imap_auth_offered_before_tls'), 0)
+  assert.equal(r.value('probe_imap_auth_mechanism_used', { mechanism: 'PLAIN' }), 1)
+  assert.equal(r.value('probe_tls_version_info', { version: 'TLS 1.3' }), 1)
+  assert.ok((r.value('probe_ssl_earliest_cert_expiry') ?? 0) > Date.now() / 1000)
+  // Read-only: EXAMINE, never SELECT, and nothing that changes flags or removes mail.
+  assert.ok(server.received.some((l) => / EXAMINE INBOX$/.test(l)))
+  assert.ok(
+    !server.received.some((l) => /^\S+ (SELECT|STORE|UID|EXPUNGE|COPY|MOVE)\b/i.test(l)),
+    server.received.join('\n'),
+  )
+  // The username and password never reach the debug text, not even in base64.
+  assert.ok(!r.debug.includes('s3cr3t-pw'))
+  assert.ok(!r.debug.includes(Buffer.from('\0probe@mx.test\0').toString('base64').slice(0, 12)), r.debug)
+  assert.deepEqual(server.errors, [])
+})
+
+test('imap: implicit TLS with mailbox_check status reads the counts from STATUS', async (t) => {
+  const server = await scriptedServer(t, imapScript({ greeting: `* OK [CAPABILITY ${TLS_CAPS}] ready` }), {
+    implicitTls: certs().good,
+  })
+  const r = await probe(imapModule({ tls: 'implicit', extra: 'mailbox_check: status' }), target(server.port))
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.ok((r.value('probe_imap_duration_seconds', { phase: 'tls' }) ?? 0) > 0)
+  assert.equal(r.value('probe_imap_duration_seconds', { phase: 'starttls' }), 0)
+  assert.equal(r.value('probe_imap_mailbox_messages'), 5)
+  assert.equal(r.value('probe_imap_mailbox_recent'), 0)
+  assert.equal(r.value('probe_imap_mailbox_unseen'), 4)
+  assert.equal(r.value('probe_imap_capability_info', { stage: 'tls', capability: 'AUTH=LOGIN' }), 1)
+  // No cleartext list was seen, so there is nothing to say about it.
+  assert.equal(r.value('probe_imap_starttls_advertised'), undefined)
+  assert.ok(server.received.some((l) => / STATUS INBOX /.test(l)))
+  assert.ok(!server.received.some((l) => / (EXAMINE|SELECT) /.test(l)))
+})
+
+test('imap: a silent server fails in phase banner within the deadline', async (t) => {
+  const server = await silentServer(t)
+  const r = await probe(imapModule({ timeout: '1s' }), target(server.port))
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'banner')
+  assert.ok(r.seconds < 1.3, `took ${r.seconds}s`)
+  const direct = await runDirect(imapModule({ timeout: '1s' }), server.port, 1000)
+  assert.ok(direct.seconds < 1.3, `the prober itself took ${direct.seconds}s`)
+  assert.equal(findCause(direct.error, PhaseError)?.phase, 'banner')
+  assert.ok(findCause(direct.error, DeadlineError))
+})
+
+test('imap: a BYE greeting fails in phase banner with the server text', async (t) => {
+  const server = await scriptedServer(t, imapScript({ greeting: '* BYE Too many connections from your IP' }))
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'banner')
+  assert.match(r.debug, /Too many connections/)
+})
+
+test('imap: NO to the login fails in phase auth with the server text', async (t) => {
+  const server = await scriptedServer(
+    t,
+    imapScript({ login: { '*': 'NO [AUTHENTICATIONFAILED] Authentication failed.' } }),
+  )
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'auth')
+  assert.match(r.debug, /AUTHENTICATIONFAILED/)
+  assert.equal(server.connections, 1) // no try_all_mechanisms: no second attempt
+})
+
+test('imap: BAD or NO to EXAMINE, and NO to STATUS, fail in phase select with the server text', async (t) => {
+  for (const [faults, extra, text] of [
+    [{ examine: 'BAD Error in IMAP command EXAMINE' }, '', /Error in IMAP command/],
+    [{ examine: "NO [NONEXISTENT] Mailbox doesn't exist: INBOX" }, '', /NONEXISTENT/],
+    [{ status: 'NO [SERVERBUG] Internal error' }, 'mailbox_check: status', /SERVERBUG/],
+  ] as const) {
+    const server = await scriptedServer(t, imapScript(faults))
+    const r = await probe(imapModule({ extra }), target(server.port))
+    assert.equal(r.value('probe_success'), 0, JSON.stringify(faults))
+    assert.equal(r.failedPhase, 'select', JSON.stringify(faults))
+    assert.match(r.debug, text)
+  }
+})
+
+test('imap: a BYE instead of the EXAMINE answer fails in phase select with the server text', async (t) => {
+  const server = await scriptedServer(t, imapScript({ byeOnExamine: '* BYE Server shutting down' }))
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'select')
+  assert.match(r.debug, /Server shutting down/)
+})
+
+test('imap: tls starttls fails in phase starttls when the server does not offer it, sending no credentials', async (t) => {
+  const server = await scriptedServer(t, imapScript({ caps: 'IMAP4rev1 ID AUTH=PLAIN' }))
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'starttls')
+  assert.match(r.debug, /does not offer STARTTLS/)
+  assert.equal(r.value('probe_imap_starttls_advertised'), 0)
+  assert.ok(!sentCredentials(server.received))
+})
+
+test('imap: NO to STARTTLS fails in phase starttls with the server text', async (t) => {
+  const server = await scriptedServer(t, imapScript({ starttls: 'NO TLS is not available right now' }))
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.failedPhase, 'starttls')
+  assert.match(r.debug, /not available right now/)
+  assert.ok(!sentCredentials(server.received))
+})
+
+test('imap: a failed STARTTLS handshake or a bad certificate fails in phase tls, sending no credentials', async (t) => {
+  const cases = [
+    ['expired', { cert: certs().expired }, /CERT_HAS_EXPIRED/],
+    ['wrong name', { cert: certs().wrongName }, /ERR_TLS_CERT_ALTNAME_INVALID|altname|does not match/i],
+    ['self-signed', { cert: certs().selfSigned }, /SELF_SIGNED/],
+    ['dropped handshake', { starttls: 'drop' }, /socket|disconnected|ECONNRESET|closed/i],
+  ] as const
+  for (const [name, faults, reason] of cases) {
+    const server = await scriptedServer(t, imapScript(faults))
+    const r = await probe(imapModule(), target(server.port))
+    assert.equal(r.value('probe_success'), 0, name)
+    assert.equal(r.failedPhase, 'tls', `${name}: ${r.debug}`)
+    assert.match(r.debug, reason, name)
+    assert.ok(!sentCredentials(server.received), name)
+    if (name !== 'dropped handshake')
+      assert.ok(
+        (r.value('probe_ssl_earliest_cert_expiry') ?? 0) > 0,
+        `${name}: certificate facts are recorded`,
+      )
+  }
+})
+
+test('imap: insecure_skip_verify completes the handshake for the facts but sends no credentials', async (t) => {
+  const server = await scriptedServer(t, imapScript({ cert: certs().selfSigned }))
+  const r = await probe(
+    imapModule().replace(`tls_config: { ca_file: ${ca()} }`, 'tls_config: { insecure_skip_verify: true }'),
+    target(server.port),
+  )
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'auth')
+  assert.match(r.debug, /did not verify/)
+  assert.ok((r.value('probe_imap_duration_seconds', { phase: 'capability_tls' }) ?? 0) > 0)
+  assert.equal(r.value('probe_tls_version_info', { version: 'TLS 1.3' }), 1)
+  assert.ok(!sentCredentials(server.received))
+})
+
+test('imap: credentials are refused without TLS unless allow_plaintext', async (t) => {
+  const caps = 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN'
+  const refused = await scriptedServer(t, imapScript({ caps }))
+  const r1 = await probe(imapModule({ tls: 'none' }), target(refused.port))
+  assert.equal(r1.failedPhase, 'auth')
+  assert.match(r1.debug, /without TLS/)
+  assert.ok(!sentCredentials(refused.received))
+
+  const allowed = await scriptedServer(t, imapScript({ caps }))
+  const r2 = await probe(
+    imapModule({
+      tls: 'none',
+      auth: '{ username: probe@mx.test, password: s3cr3t-pw, allow_plaintext: true }',
+    }),
+    target(allowed.port),
+  )
+  assert.equal(r2.value('probe_success'), 1, r2.debug)
+  assert.equal(r2.value('probe_imap_auth_offered_before_tls'), 1)
+  assert.equal(r2.value('probe_imap_starttls_advertised'), 0)
+  assert.ok(!allowed.received.some((l) => / STARTTLS$/.test(l)))
+})
+
+test('imap: starttls_opportunistic goes on in cleartext only with allow_plaintext', async (t) => {
+  const caps = 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN'
+  const server = await scriptedServer(t, imapScript({ caps }))
+  const r = await probe(imapModule({ tls: 'starttls_opportunistic' }), target(server.port))
+  assert.equal(r.failedPhase, 'auth')
+  assert.ok(!sentCredentials(server.received))
+  const offered = await scriptedServer(t, imapScript())
+  const r2 = await probe(imapModule({ tls: 'starttls_opportunistic' }), target(offered.port))
+  assert.equal(r2.value('probe_success'), 1, r2.debug)
+  assert.ok((r2.value('probe_imap_duration_seconds', { phase: 'starttls' }) ?? 0) > 0)
+})
+
+test('imap: LOGINDISABLED is respected: no LOGIN command, even when IMAP-LOGIN is asked for', async (t) => {
+  const plaintext = '{ username: probe@mx.test, password: s3cr3t-pw, allow_plaintext: true'
+  for (const auth of [`${plaintext} }`, `${plaintext}, mechanisms: [IMAP-LOGIN] }`]) {
+    const server = await scriptedServer(t, imapScript({ caps: 'IMAP4rev1 ID NAMESPACE LOGINDISABLED' }))
+    const r = await probe(imapModule({ tls: 'none', auth }), target(server.port))
+    assert.equal(r.value('probe_success'), 0)
+    assert.equal(r.failedPhase, 'auth')
+    assert.match(r.debug, /LOGINDISABLED/)
+    assert.equal(r.value('probe_imap_logindisabled_before_tls'), 1)
+    assert.equal(r.value('probe_imap_auth_offered_before_tls'), 0)
+    assert.ok(!sentCredentials(server.received))
+  }
+})
+
+test('imap: CRAM-MD5 and SCRAM are reported as advertised but not usable', async (t) => {
+  const server = await scriptedServer(
+    t,
+    imapScript({ capsTls: 'IMAP4rev1 ID NAMESPACE LOGINDISABLED AUTH=CRAM-MD5 AUTH=SCRAM-SHA-256' }),
+  )
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.failedPhase, 'auth')
+  assert.match(r.debug, /no usable mechanism/)
+  for (const mechanism of ['CRAM-MD5', 'SCRAM-SHA-256'])
+    assert.equal(
+      r.value('probe_imap_auth_mechanism_advertised', { stage: 'tls', mechanism, usable: 'false' }),
+      1,
+      mechanism,
+    )
+  assert.ok(!sentCredentials(server.received))
+})
+
+test('imap: each mechanism can be forced and is reported as used', async (t) => {
+  const cases = [
+    ['PLAIN', /^\S+ AUTHENTICATE PLAIN$/],
+    ['LOGIN', /^\S+ AUTHENTICATE LOGIN$/],
+    ['IMAP-LOGIN', /^\S+ LOGIN "?probe@mx\.test"? /],
+  ] as const
+  for (const [mechanism, sent] of cases) {
+    const server = await scriptedServer(
+      t,
+      imapScript({ capsTls: 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN AUTH=LOGIN' }),
+    )
+    const r = await probe(
+      imapModule({ auth: `{ username: probe@mx.test, password: s3cr3t-pw, mechanisms: [${mechanism}] }` }),
+      target(server.port),
+    )
+    assert.equal(r.value('probe_success'), 1, `${mechanism}: ${r.debug}`)
+    assert.equal(r.value('probe_imap_auth_mechanism_used', { mechanism }), 1, mechanism)
+    assert.ok(
+      server.received.some((l) => sent.test(l)),
+      `${mechanism}: ${server.received.join('\n')}`,
+    )
+  }
+})
+
+test('imap: XOAUTH2 can be forced over OAUTHBEARER with an oauth2_token', async (t) => {
+  const server = await scriptedServer(
+    t,
+    imapScript({ capsTls: 'IMAP4rev1 ID NAMESPACE AUTH=OAUTHBEARER AUTH=XOAUTH2 AUTH=PLAIN' }),
+  )
+  const r = await probe(
+    imapModule({ auth: '{ username: probe@mx.test, oauth2_token: tok3n, mechanisms: [XOAUTH2] }' }),
+    target(server.port),
+  )
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_imap_auth_mechanism_used', { mechanism: 'XOAUTH2' }), 1)
+  const payload = server.received[server.received.findIndex((l) => /AUTHENTICATE XOAUTH2$/.test(l)) + 1] ?? ''
+  assert.equal(Buffer.from(payload, 'base64').toString(), 'user=probe@mx.test\x01auth=Bearer tok3n\x01\x01')
+  assert.ok(!r.debug.includes('tok3n'))
+})
+
+test('imap: try_all_mechanisms tries the next mechanism on a new connection after a refusal', async (t) => {
+  const server = await scriptedServer(
+    t,
+    imapScript({
+      capsTls: 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN AUTH=LOGIN',
+      login: { PLAIN: 'NO [AUTHENTICATIONFAILED] PLAIN is broken here' },
+    }),
+  )
+  const r = await probe(
+    imapModule({ auth: '{ username: probe@mx.test, password: s3cr3t-pw, try_all_mechanisms: true }' }),
+    target(server.port),
+  )
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(server.connections, 2)
+  assert.equal(r.value('probe_imap_auth_mechanism_used', { mechanism: 'LOGIN' }), 1)
+  assert.equal(r.value('probe_imap_auth_mechanism_used', { mechanism: 'PLAIN' }), undefined)
+
+  const none = await scriptedServer(t, imapScript({ login: { '*': 'NO [AUTHENTICATIONFAILED] nope' } }))
+  const r2 = await probe(
+    imapModule({ auth: '{ username: probe@mx.test, password: s3cr3t-pw, try_all_mechanisms: true }' }),
+    target(none.port),
+  )
+  assert.equal(r2.failedPhase, 'auth')
+  assert.equal(none.connections, 3) // PLAIN, LOGIN, then the LOGIN command (LOGINDISABLED is only before TLS)
+  assert.match(r2.debug, /nope/)
+})
+
+test('imap: a server that hangs after login fails in phase select at the deadline', async (t) => {
+  const server = await scriptedServer(t, imapScript({ hang: 'LIST' }))
+  const r = await probe(imapModule({ timeout: '1s' }), target(server.port))
+  assert.equal(r.failedPhase, 'select')
+  assert.ok(r.seconds < 1.3, `took ${r.seconds}s`)
+  const direct = await runDirect(imapModule({ timeout: '1s' }), server.port, 1000)
+  assert.ok(direct.seconds < 1.3, `the prober itself took ${direct.seconds}s`)
+  assert.equal(findCause(direct.error, PhaseError)?.phase, 'select')
+  assert.equal(direct.ctx.progress.phase, 'select')
+})
+
+test('imap: a server that hangs on the login fails in phase auth at the deadline', async (t) => {
+  const server = await scriptedServer(t, imapScript({ hang: 'AUTHENTICATE' }))
+  const direct = await runDirect(imapModule({ timeout: '1s' }), server.port, 1000)
+  assert.ok(direct.seconds < 1.3, `the prober itself took ${direct.seconds}s`)
+  assert.equal(findCause(direct.error, PhaseError)?.phase, 'auth')
+})
+
+test('imap: openImap returns a logged-in client, labels its facts, leaves later commands to the caller and closes at the deadline', async (t) => {
+  const server = await scriptedServer(t, imapScript({ hang: 'NOOP' }))
+  const module = parseConfig(
+    `modules:\n  m:\n${imapModule()
+      .replace(/^\n+/, '')
+      .split('\n')
+      .map((l) => '    ' + l)
+      .join('\n')}\n`,
+    'test.yml',
+  ).modules['m'] as ImapModule
+  const controller = new AbortController()
+  const registry = new Registry()
+  const ctx = {
+    signal: controller.signal,
+    registry,
+    logger: silentLogger,
+    progress: { phase: undefined as string | undefined },
+    moduleName: 'm',
+  }
+  const imap = await openImap({ host: '127.0.0.1', port: server.port }, module.imap, ctx, { leg: 'receive' })
+  assert.equal(imap.mechanism, 'PLAIN')
+  assert.ok(imap.client.authenticated)
+  const labelled = (phase: string) =>
+    metricValue(registry, 'probe_imap_duration_seconds', { leg: 'receive', phase })
+  assert.ok(((await labelled('auth')) ?? 0) > 0)
+  assert.equal(
+    await metricValue(registry, 'probe_imap_auth_mechanism_used', { leg: 'receive', mechanism: 'PLAIN' }),
+    1,
+  )
+  assert.equal(
+    await metricValue(registry, 'probe_tls_version_info', { leg: 'receive', version: 'TLS 1.3' }),
+    1,
+  )
+  // STATUS is a select-phase command; NOOP is the caller's own and is not timed.
+  const status = await imap.session.call(() => imap.client.status('INBOX', { messages: true }))
+  assert.equal(status && status.messages, 5)
+  assert.ok(((await labelled('select')) ?? 0) > 0)
+  const before = await Promise.all(['auth', 'select', 'logout'].map(labelled))
+  const closed = new Promise<void>((resolve) => imap.client.once('close', () => resolve()))
+  const pending = imap.session.call(() => imap.client.noop())
+  setTimeout(() => controller.abort(), 50)
+  await assert.rejects(pending, DeadlineError)
+  await closed // the signal closed the client: nothing is left open
+  assert.deepEqual(await Promise.all(['auth', 'select', 'logout'].map(labelled)), before)
+})

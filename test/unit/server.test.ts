@@ -1,0 +1,201 @@
+// The HTTP surface through real HTTP: /probe's 400/403 answers, deadline header, content types, debug, /metrics, /config.
+import assert from 'node:assert/strict'
+import type { AddressInfo } from 'node:net'
+import { test, type TestContext } from 'node:test'
+import { parseConfig, type Config } from '../../src/config.ts'
+import { createExporterMetrics } from '../../src/exporter-metrics.ts'
+import { History } from '../../src/history.ts'
+import { silentLogger } from '../../src/logger.ts'
+import { createApp } from '../../src/server.ts'
+import { scriptedServer, silentServer } from '../servers/scripted.ts'
+import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
+
+async function start(t: TestContext, yaml: string) {
+  let config: Config = parseConfig(yaml, 'test.yml')
+  const state = {
+    version: '9.9.9',
+    config: () => config,
+    reload: () => Promise.resolve(undefined as string | undefined),
+    logger: silentLogger,
+    history: new History(),
+    metrics: createExporterMetrics('9.9.9'),
+    timeoutOffset: 0.5,
+  }
+  const server = createApp(state).listen(0, '127.0.0.1')
+  await new Promise((resolve) => server.once('listening', resolve))
+  t.after(() => server.close())
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    base,
+    state,
+    setConfig: (c: Config) => (config = c),
+    get: (path: string, headers: Record<string, string> = {}) => fetch(base + path, { headers }),
+  }
+}
+
+/** An SMTP server that answers a minimal dialogue (no TLS). */
+function okSmtp(t: TestContext) {
+  return scriptedServer(t, async (c) => {
+    c.line('220 mx.test ESMTP')
+    await c.expect('EHLO')
+    c.line('250-mx.test\r\n250 AUTH PLAIN')
+    for (;;) {
+      const line = await c.expect()
+      if (line.startsWith('AUTH')) c.line('235 ok')
+      if (line === 'QUIT') {
+        c.line('221 bye')
+        c.close()
+        return
+      }
+    }
+  })
+}
+
+const CONFIG = `
+modules:
+  plain:
+    prober: smtp
+    timeout: 5s
+    smtp: { tls: none }
+  secured:
+    prober: smtp
+    allowed_targets: [127.0.0.1]
+    smtp:
+      tls: none
+      auth: { username: probe, password: hunter2-very-secret, allow_plaintext: true }
+  fixed:
+    prober: smtp
+    target: 127.0.0.1:1
+    smtp:
+      tls: none
+      auth: { username: probe, password: hunter2-very-secret, allow_plaintext: true }
+`
+
+test('server: /probe says what is wrong with a bad request (400)', async (t) => {
+  const { get } = await start(t, CONFIG)
+  const cases: [string, RegExp][] = [
+    ['/probe?target=x', /module parameter is missing/],
+    ['/probe?module=plain&module=secured&target=x', /module parameter must be given once/],
+    ['/probe?module=nope&target=x', /unknown module "nope" \(known: plain, secured, fixed\)/],
+    ['/probe?module=plain', /target parameter is missing/],
+    ['/probe?module=plain&target=mx.test:99999', /invalid target: "mx.test:99999" has no valid port/],
+  ]
+  for (const [path, message] of cases) {
+    const res = await get(path)
+    assert.equal(res.status, 400, path)
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/)
+    assert.match(await res.text(), message)
+  }
+  const bad = await get('/probe?module=plain&target=127.0.0.1:1', {
+    'X-Prometheus-Scrape-Timeout-Seconds': 'soon',
+  })
+  assert.equal(bad.status, 400)
+  assert.match(await bad.text(), /X-Prometheus-Scrape-Timeout-Seconds must be a positive number/)
+})
+
+test('server: a target outside allowed_targets gets 403 before any connection', async (t) => {
+  const smtp = await okSmtp(t)
+  const { get } = await start(
+    t,
+    CONFIG.replace('allowed_targets: [127.0.0.1]', 'allowed_targets: [mail.example.com]'),
+  )
+  const res = await get(`/probe?module=secured&target=127.0.0.1:${smtp.port}`)
+  assert.equal(res.status, 403)
+  assert.match(await res.text(), /not in allowed_targets of module secured/)
+  assert.equal(smtp.connections, 0)
+})
+
+test('server: a module with a fixed target refuses others and uses its own when target is omitted', async (t) => {
+  const smtp = await okSmtp(t)
+  const { get, setConfig } = await start(t, CONFIG)
+  const other = await get('/probe?module=fixed&target=mail.example.com')
+  assert.equal(other.status, 403)
+  assert.match(await other.text(), /only probes its configured target/)
+  setConfig(parseConfig(CONFIG.replace('127.0.0.1:1', `127.0.0.1:${smtp.port}`), 'test.yml'))
+  const res = await get('/probe?module=fixed')
+  assert.equal(res.status, 200)
+  assert.equal(sampleValue(parseMetrics(await res.text()), 'probe_success'), 1)
+})
+
+test('server: the deadline is the scrape timeout minus the offset, capped by the module timeout', async (t) => {
+  const silent = await silentServer(t)
+  const { get } = await start(t, CONFIG)
+  const started = performance.now()
+  const res = await get(`/probe?module=plain&target=127.0.0.1:${silent.port}`, {
+    'X-Prometheus-Scrape-Timeout-Seconds': '1.5',
+  })
+  const elapsed = (performance.now() - started) / 1000
+  const samples = parseMetrics(await res.text())
+  assert.equal(sampleValue(samples, 'probe_timeout_seconds'), 1)
+  assert.equal(sampleValue(samples, 'probe_success'), 0)
+  assert.equal(sampleValue(samples, 'probe_failed_phase_info', { phase: 'banner' }), 1)
+  assert.ok(elapsed < 1.5, `answered within the scrape timeout (${elapsed}s)`)
+  const capped = await get(`/probe?module=plain&target=127.0.0.1:1`, {
+    'X-Prometheus-Scrape-Timeout-Seconds': '60',
+  })
+  assert.equal(sampleValue(parseMetrics(await capped.text()), 'probe_timeout_seconds'), 5)
+})
+
+test('server: text format by default, OpenMetrics when the scraper asks for it', async (t) => {
+  const smtp = await okSmtp(t)
+  const { get } = await start(t, CONFIG)
+  const text = await get(`/probe?module=plain&target=127.0.0.1:${smtp.port}`)
+  assert.equal(text.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8')
+  const om = await get(`/probe?module=plain&target=127.0.0.1:${smtp.port}`, {
+    Accept: 'application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5',
+  })
+  assert.equal(om.headers.get('content-type'), 'application/openmetrics-text; version=1.0.0; charset=utf-8')
+  assert.match(await om.text(), /probe_success 1\n[\s\S]*# EOF\n$/)
+})
+
+test('server: ?debug=true shows the transcript, metrics and module with secrets hidden', async (t) => {
+  const smtp = await okSmtp(t)
+  const { get } = await start(t, CONFIG)
+  const res = await get(`/probe?module=secured&target=127.0.0.1:${smtp.port}&debug=true`)
+  const body = await res.text()
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain/)
+  assert.match(body, /^Logs for the probe:/)
+  assert.match(body, /S: 220 mx\.test ESMTP/)
+  assert.match(body, /C: AUTH PLAIN <redacted>/)
+  assert.match(body, /Metrics that would have been returned:\n[\s\S]*probe_success 1/)
+  assert.match(body, /Module configuration:\n[\s\S]*password: <secret>/)
+  assert.doesNotMatch(body, /hunter2/)
+})
+
+test('server: /metrics counts probes by module and result and unknown modules', async (t) => {
+  const smtp = await okSmtp(t)
+  const { get } = await start(t, CONFIG)
+  await get(`/probe?module=plain&target=127.0.0.1:${smtp.port}`)
+  await get(`/probe?module=plain&target=127.0.0.1:1`)
+  await get(`/probe?module=nope&target=x`)
+  const res = await get('/metrics')
+  assert.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8')
+  const samples = parseMetrics(await res.text())
+  assert.equal(
+    sampleValue(samples, 'mailprobe_exporter_probes_total', { module: 'plain', result: 'success' }),
+    1,
+  )
+  assert.equal(
+    sampleValue(samples, 'mailprobe_exporter_probes_total', { module: 'plain', result: 'failure' }),
+    1,
+  )
+  assert.equal(sampleValue(samples, 'mailprobe_exporter_module_unknown_total'), 1)
+  assert.equal(
+    sampleValue(samples, 'mailprobe_exporter_probe_duration_seconds_count', { module: 'plain' }),
+    2,
+  )
+  assert.equal(sampleValue(samples, 'mailprobe_exporter_build_info', { version: '9.9.9' }), 1)
+  assert.ok(sampleValue(samples, 'process_resident_memory_bytes') !== undefined)
+})
+
+test('server: /config shows the modules with secrets redacted; health endpoints answer', async (t) => {
+  const { get } = await start(t, CONFIG)
+  const config = await (await get('/config')).text()
+  assert.match(config, /secured:\n\s+prober: smtp/)
+  assert.match(config, /password: <secret>/)
+  assert.doesNotMatch(config, /hunter2/)
+  assert.equal(await (await get('/-/healthy')).text(), 'Healthy\n')
+  assert.equal(await (await get('/-/ready')).text(), 'Ready\n')
+  assert.equal((await get('/nothing')).status, 404)
+  assert.equal((await get('/logs?id=12345')).status, 404)
+})
