@@ -151,7 +151,6 @@ test('config: secrets print as <secret> in JSON, strings, inspect and the redact
   const secret = new Secret('hunter2')
   assert.equal(JSON.stringify({ secret }), '{"secret":"<secret>"}')
   assert.equal(String(secret), '<secret>')
-  assert.equal(`${secret.toString()}`, '<secret>')
   assert.equal(inspect({ secret }), '{ secret: <secret> }')
   assert.equal(secret.reveal(), 'hunter2')
   const config = parseConfig(
