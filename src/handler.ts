@@ -7,6 +7,7 @@ import type { ExporterMetrics } from './exporter-metrics.ts'
 import type { History } from './history.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
 import { runProber, defaultPort } from './probe.ts'
+import type { RoundtripStates } from './roundtrip-state.ts'
 import { parseTarget, targetAllowed, type Target } from './targets.ts'
 
 export interface HandlerDeps {
@@ -15,6 +16,7 @@ export interface HandlerDeps {
   metrics: ExporterMetrics
   /** Seconds kept back from Prometheus' scrape timeout (--timeout-offset). */
   timeoutOffset: number
+  roundtripStates: RoundtripStates
 }
 
 export interface ProbeRequest {
@@ -105,7 +107,9 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   gauge('probe_timeout_seconds', 'Returns the deadline of the probe in seconds').set(timeout)
   const { logger, lines } = createProbeLogger(deps.logger, { module: req.moduleName, target: targetText })
   const progress = { phase: undefined as string | undefined }
-  const deadline = AbortSignal.timeout(Math.max(1, Math.round(timeout * 1000)))
+  const timeoutMs = Math.max(1, Math.round(timeout * 1000))
+  const deadlineAt = Date.now() + timeoutMs
+  const deadline = AbortSignal.timeout(timeoutMs)
   const signal = req.clientSignal ? AbortSignal.any([deadline, req.clientSignal]) : deadline
 
   logger.debug('beginning probe', { prober: req.module.prober, timeout_seconds: timeout })
@@ -120,7 +124,9 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
         registry: registry as Registry,
         logger,
         progress,
+        deadline: deadlineAt,
         moduleName: req.moduleName,
+        roundtripStates: deps.roundtripStates,
       }),
       new Promise<never>((_, reject) => {
         signal.addEventListener('abort', () => setTimeout(() => reject(new DeadlineError()), 5), {

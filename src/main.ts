@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type Config } from './config.ts'
 import { createExporterMetrics } from './exporter-metrics.ts'
 import { History } from './history.ts'
 import { createLogger, LEVELS, type Level } from './logger.ts'
+import { RoundtripStates } from './roundtrip-state.ts'
 import { createApp } from './server.ts'
 import { VERSION } from './version.ts'
 
@@ -111,6 +112,7 @@ function main(): void {
     history: new History(),
     metrics,
     timeoutOffset,
+    roundtripStates: new RoundtripStates(),
   })
   const { host, port } = parseListen(values['web.listen-address'])
   const server = createServer(app)

@@ -3,6 +3,7 @@ import type { Registry } from 'prom-client'
 import type { Logger } from './logger.ts'
 import type { Module } from './config.ts'
 import type { ProbeProgress } from './phases.ts'
+import type { RoundtripStates } from './roundtrip-state.ts'
 import type { Target } from './targets.ts'
 import { probeSmtp } from './probers/smtp.ts'
 import { probePop3 } from './probers/pop3.ts'
@@ -19,8 +20,12 @@ export interface ProbeContext {
   readonly logger: Logger
   /** The phase the probe is in, for the handler when the deadline passes. */
   readonly progress: ProbeProgress
+  /** When the signal aborts, in ms since the epoch (round trips keep time back for cleanup). */
+  readonly deadline: number
   /** Module name (round trips key their state by module and target). */
   readonly moduleName: string
+  /** Deferred round trips' in-flight mails, one store per state file, shared by all probes. */
+  readonly roundtripStates: RoundtripStates
 }
 
 /** Resolves when the target is healthy; rejects with the reason when it is not. */

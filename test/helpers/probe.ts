@@ -4,6 +4,7 @@ import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { handleProbe } from '../../src/handler.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
+import { RoundtripStates } from '../../src/roundtrip-state.ts'
 import { parseMetrics, sampleValue, type Labels, type Sample } from './metrics.ts'
 
 export interface ProbeOutcome {
@@ -20,7 +21,7 @@ export interface ProbeOutcome {
 export async function probe(
   moduleYaml: string,
   target: string | undefined,
-  options: { scrapeTimeout?: string } = {},
+  options: { scrapeTimeout?: string; roundtripStates?: RoundtripStates } = {},
 ): Promise<ProbeOutcome> {
   const body = moduleYaml
     .replace(/^\n+/, '')
@@ -40,7 +41,13 @@ export async function probe(
       debug: false,
       openMetrics: false,
     },
-    { logger: silentLogger, history, metrics: createExporterMetrics('test'), timeoutOffset: 0.5 },
+    {
+      logger: silentLogger,
+      history,
+      metrics: createExporterMetrics('test'),
+      timeoutOffset: 0.5,
+      roundtripStates: options.roundtripStates ?? new RoundtripStates(),
+    },
   )
   const seconds = (performance.now() - start) / 1000
   if (answer.status !== 200) throw new Error(`probe answered ${answer.status}: ${answer.body}`)

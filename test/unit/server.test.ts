@@ -6,6 +6,7 @@ import { parseConfig, type Config } from '../../src/config.ts'
 import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
+import { RoundtripStates } from '../../src/roundtrip-state.ts'
 import { createApp } from '../../src/server.ts'
 import { scriptedServer, silentServer } from '../servers/scripted.ts'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
@@ -20,6 +21,7 @@ async function start(t: TestContext, yaml: string) {
     history: new History(),
     metrics: createExporterMetrics('9.9.9'),
     timeoutOffset: 0.5,
+    roundtripStates: new RoundtripStates(),
   }
   const server = createApp(state).listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
