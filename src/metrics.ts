@@ -24,7 +24,8 @@ export function setInfo(
   extra: Labels = {},
 ): void {
   const first = rows[0]
-  const labelNames = [...Object.keys(extra), ...(first ? Object.keys(first) : [])]
+  if (!first) return // label names come from the rows: nothing to register without one
+  const labelNames = [...Object.keys(extra), ...Object.keys(first)]
   const gauge = probeGauge(registry, name, help, labelNames)
   for (const row of rows) gauge.set({ ...extra, ...row }, 1)
 }

@@ -33,7 +33,8 @@ export function phaseTimer<P extends string>(
           labelNames: ['phase', ...Object.keys(labels)],
           registers: [registry],
         })
-  for (const phase of phases) gauge.set({ ...labels, phase }, 0)
+  // A second timer on the same gauge (a reconnect) keeps what the first one measured.
+  if (!(existing instanceof Gauge)) for (const phase of phases) gauge.set({ ...labels, phase }, 0)
 
   const timer = async <T>(phase: P, step: () => Promise<T>): Promise<T> => {
     if (progress) progress.phase = phase

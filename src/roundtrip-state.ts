@@ -28,27 +28,31 @@ const emptyRoute = (): RouteState => ({ inflight: [], lost: 0, swept: 0 })
  * overlapping scrape is therefore counted once, whichever scrape gets there first.
  */
 export class RoundtripStateFile {
-  readonly file: string
+  /** undefined: kept in memory only (sync modules: counters since the exporter started). */
+  readonly file: string | undefined
   #content: FileContent | undefined
   #queue: Promise<unknown> = Promise.resolve()
 
-  constructor(file: string) {
+  constructor(file: string | undefined) {
     this.file = file
   }
 
   #load(): FileContent {
     if (this.#content) return this.#content
+    if (this.file === undefined) return (this.#content = { version: 1, routes: {} })
     try {
       const parsed = JSON.parse(readFileSync(this.file, 'utf8')) as Partial<FileContent>
       this.#content = { version: 1, routes: parsed.routes ?? {} }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read state file ${this.file}: ${(err as Error).message}`)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new Error(`cannot read state file ${this.file}: ${(err as Error).message}`)
       this.#content = { version: 1, routes: {} }
     }
     return this.#content
   }
 
   #save(content: FileContent) {
+    if (this.file === undefined) return
     mkdirSync(dirname(this.file), { recursive: true })
     const tmp = `${this.file}.${process.pid}.tmp`
     writeFileSync(tmp, JSON.stringify(content, null, 2) + '\n', { mode: 0o600 })
@@ -75,10 +79,10 @@ export class RoundtripStateFile {
   }
 }
 
-/** The state files of all deferred modules, one object per path (created once by main). */
+/** The state of all round-trip modules: one object per state file, one in memory for modules without one. */
 export class RoundtripStates {
-  readonly #files = new Map<string, RoundtripStateFile>()
-  get(file: string): RoundtripStateFile {
+  readonly #files = new Map<string | undefined, RoundtripStateFile>()
+  get(file: string | undefined): RoundtripStateFile {
     let state = this.#files.get(file)
     if (!state) {
       state = new RoundtripStateFile(file)

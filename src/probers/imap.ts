@@ -60,7 +60,11 @@ async function checkMailbox(client: ImapFlow, session: ImapSession, settings: Im
 
 /** A logged-in IMAP connection (from openImap). */
 export interface ImapConnection {
-  /** The logged-in client. Commands outside session.during() are not timed: the caller times them. */
+  /**
+   * The logged-in client. Its LIST, LSUB, SELECT, EXAMINE and STATUS still count as phase select and
+   * LOGOUT as logout; anything else (SEARCH, FETCH, STORE, EXPUNGE, IDLE...) is the caller's to time,
+   * unless run inside session.during(phase).
+   */
   readonly client: ImapFlow
   /** during(phase, step), call(step) (deadline + server text), close(); closes itself at the deadline. */
   readonly session: ImapSession
@@ -86,18 +90,18 @@ export async function openImap(
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
   const refused: ImapMechanism[] = []
   for (;;) {
-    const session = await connect(target, address, settings, ctx, phase, labels, refused)
+    const session = await openSession(target, address, settings, ctx, phase, labels, refused)
     try {
       await session.connect()
     } catch (err) {
       session.close()
-      const next = session.loginRefused && session.chosen && settings.auth.try_all_mechanisms
-      if (!next || !session.chosen) throw err
-      refused.push(session.chosen)
-      const left = mechanismOrder(settings.auth, session.capabilities.tls ?? session.capabilities.plain ?? [])
-      if (!left.order.some((m) => !refused.includes(m))) throw err
+      const refusedNow = session.loginRefused ? session.chosen : undefined
+      if (!settings.auth.try_all_mechanisms || refusedNow === undefined) throw err
+      refused.push(refusedNow)
+      const offered = session.capabilities.tls ?? session.capabilities.plain ?? []
+      if (mechanismOrder(settings.auth, offered).order.every((m) => refused.includes(m))) throw err
       ctx.logger.info('login refused; trying the next mechanism on a new connection', {
-        mechanism: session.chosen,
+        mechanism: refusedNow,
       })
       continue
     } finally {
@@ -122,7 +126,7 @@ export async function openImap(
 }
 
 /** TCP (+ implicit TLS), then an ImapSession on that socket whose login follows our credential rules. */
-async function connect(
+async function openSession(
   target: Target,
   address: Resolved,
   settings: ImapSettings,

@@ -1,6 +1,248 @@
-// The roundtrip prober (in progress).
-import type { RoundtripModule } from '../config.ts'
-import type { Prober } from '../probe.ts'
+// The roundtrip prober: send a marked mail through the target, find it by IMAP or POP3, time the delivery,
+// delete exactly that mail. sync: all in one scrape. deferred: check earlier scrapes' mails, then send the next.
+import { Counter, type Registry } from 'prom-client'
+import type { RoundtripModule, RoundtripSettings } from '../config.ts'
+import { PhaseError } from '../errors.ts'
+import { setGauge } from '../metrics.ts'
+import { phaseTimer, type PhaseTimer } from '../phases.ts'
+import type { ProbeContext, Prober } from '../probe.ts'
+import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from '../protocol/mailbox.ts'
+import { openImapMailbox } from '../protocol/mailbox-imap.ts'
+import { openPop3Mailbox } from '../protocol/mailbox-pop3.ts'
+import { buildMessage } from '../protocol/message.ts'
+import type { RouteState } from '../roundtrip-state.ts'
+import { parseTarget, type Target } from '../targets.ts'
+import { smtpConversation, type Mail } from './smtp.ts'
 
-export const probeRoundtrip: Prober<RoundtripModule> = () =>
-  Promise.reject(new Error('the roundtrip prober is not built yet'))
+const PHASES = ['send', 'detect', 'fetch', 'cleanup'] as const
+type Phase = (typeof PHASES)[number]
+
+export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ctx) => {
+  const settings = module.roundtrip
+  const phase = phaseTimer(ctx.registry, 'roundtrip', PHASES, ctx.progress)
+  const report = new RoundtripReport(ctx.registry)
+  const state = ctx.roundtripStates.get(settings.state_file)
+  const key = `${ctx.moduleName}|${target.host}:${target.port}`
+  // The receiving leg logs in first: IDLE then sees the arrival, and a broken mailbox wastes no mail.
+  const mailbox = await openMailbox(settings, ctx)
+  try {
+    if (settings.mode === 'sync') {
+      const swept = await syncRound(target, settings, ctx, phase, mailbox, report)
+      await state.update(key, (route) => (route.swept += swept))
+    } else {
+      await deferred(target, settings, ctx, phase, mailbox, report, key)
+    }
+  } finally {
+    mailbox.close()
+    const totals = state.snapshot(key)
+    if (settings.mode === 'deferred') report.totals(totals)
+    else report.totals({ ...totals, lost: 0 })
+    if (mailbox.messages !== undefined) report.messages(mailbox.messages)
+  }
+}
+
+function openMailbox(settings: RoundtripSettings, ctx: ProbeContext): Promise<Mailbox> {
+  const { receive } = settings
+  if (receive.protocol === 'imap' && receive.imap) {
+    const target = receiveTarget(receive.target, receive.imap.tls === 'implicit' ? 993 : 143)
+    return openImapMailbox(target, receive.imap, settings, ctx, ctx.moduleName)
+  }
+  if (receive.protocol === 'pop3' && receive.pop3) {
+    const target = receiveTarget(receive.target, receive.pop3.tls === 'implicit' ? 995 : 110)
+    return openPop3Mailbox(target, receive.pop3, settings, ctx, ctx.moduleName)
+  }
+  throw new Error(`receive.${receive.protocol} is not configured`) // the config schema prevents this
+}
+
+function receiveTarget(text: string, port: number): Target {
+  const target = parseTarget(text, port)
+  if (typeof target === 'string') throw new Error(`receive.target: ${target}`)
+  return target
+}
+
+/** A new probe mail: our marker, module and send time in headers, the id also in the subject. */
+function newMail(settings: RoundtripSettings, module: string): Mail {
+  const send = settings.smtp.send
+  if (!send) throw new Error('roundtrip.smtp.send is required') // the config schema prevents this
+  const message = buildMessage({
+    from: send.from,
+    to: send.to,
+    subject: send.subject,
+    headers: send.headers,
+    body: send.body,
+    marker: { [MODULE_HEADER]: module, [SENT_HEADER]: String(Date.now()) },
+  })
+  return { from: send.from, to: send.to, message }
+}
+
+async function sendMail(
+  target: Target,
+  settings: RoundtripSettings,
+  ctx: ProbeContext,
+  phase: PhaseTimer<Phase>,
+) {
+  const mail = newMail(settings, ctx.moduleName)
+  const sent = await phase('send', () =>
+    smtpConversation(target, settings.smtp, ctx, { mail, labels: { leg: 'send' } }),
+  )
+  return { id: mail.message.id, acceptedAt: sent.acceptedAt ?? Date.now() }
+}
+
+/** One scrape does it all; returns how many stale mails were swept. */
+async function syncRound(
+  target: Target,
+  settings: RoundtripSettings,
+  ctx: ProbeContext,
+  phase: PhaseTimer<Phase>,
+  mailbox: Mailbox,
+  report: RoundtripReport,
+): Promise<number> {
+  const sent = await sendMail(target, settings, ctx, phase)
+  // Keep cleanup_reserve of the deadline for deleting the mail and logging out.
+  const until = ctx.deadline - settings.cleanup_reserve * 1000
+  const [found] = await phase('detect', () => mailbox.find([sent.id], { until, wait: true }))
+  report.found(found)
+  if (found) {
+    await phase('fetch', () => mailbox.details(found))
+    report.delivery(sent.acceptedAt, found, 'sync')
+  }
+  const staleBefore = Date.now() - settings.sweep_after * 1000
+  const swept = await phase('cleanup', () =>
+    mailbox.cleanup(found ? [found] : [], { staleBefore, keep: [sent.id] }),
+  )
+  if (!found) {
+    const waited = ((Date.now() - sent.acceptedAt) / 1000).toFixed(1)
+    throw new PhaseError(
+      'detect',
+      new Error(`mail ${sent.id} not in the mailbox ${waited}s after it was accepted`),
+    )
+  }
+  return swept
+}
+
+/** Checks the mails of earlier scrapes (found, or lost after lost_after), then sends the next one. */
+async function deferred(
+  target: Target,
+  settings: RoundtripSettings,
+  ctx: ProbeContext,
+  phase: PhaseTimer<Phase>,
+  mailbox: Mailbox,
+  report: RoundtripReport,
+  key: string,
+): Promise<void> {
+  const state = ctx.roundtripStates.get(settings.state_file)
+  const inflight = state.snapshot(key).inflight
+  const ids = inflight.map((m) => m.id)
+  const found = await phase('detect', () => mailbox.find(ids, { until: Date.now(), wait: false }))
+  for (const mail of found) await phase('fetch', () => mailbox.details(mail))
+  const now = Date.now()
+  // Settle in one step: a mail an overlapping scrape already settled is not counted again.
+  const settled = await state.update(key, (route) => {
+    const mine = route.inflight.filter((m) => found.some((f) => f.id === m.id))
+    const lost = route.inflight.filter(
+      (m) => !found.some((f) => f.id === m.id) && now - m.acceptedAt > settings.lost_after * 1000,
+    )
+    route.inflight = route.inflight.filter((m) => !mine.includes(m) && !lost.includes(m))
+    route.lost += lost.length
+    return { mine, lost, keep: route.inflight.map((m) => m.id) }
+  })
+  const newest = [...settled.mine].sort((a, b) => b.acceptedAt - a.acceptedAt)[0]
+  const newestFound = newest && found.find((f) => f.id === newest.id)
+  report.found(newestFound)
+  if (newest && newestFound) report.delivery(newest.acceptedAt, newestFound, 'deferred')
+  const staleBefore = now - settings.sweep_after * 1000
+  const swept = await phase('cleanup', () => mailbox.cleanup(found, { staleBefore, keep: settled.keep }))
+  if (swept > 0) await state.update(key, (route) => (route.swept += swept))
+  if (settled.lost.length > 0)
+    ctx.logger.warn('round-trip mails lost', {
+      ids: settled.lost.map((m) => m.id).join(','),
+      lost_after: settings.lost_after,
+    })
+
+  const sent = await sendMail(target, settings, ctx, phase)
+  await state.update(key, (route) => route.inflight.push(sent))
+  if (settled.lost.length > 0)
+    throw new PhaseError(
+      'detect',
+      new Error(`${settled.lost.length} mail(s) not found within lost_after (${settings.lost_after}s)`),
+    )
+}
+
+/** The round trip's own metrics. */
+class RoundtripReport {
+  readonly #registry: Registry
+  constructor(registry: Registry) {
+    this.#registry = registry
+  }
+
+  #gauge(name: string, help: string, value: number) {
+    setGauge(this.#registry, name, help, value)
+  }
+
+  found(mail: FoundMail | undefined) {
+    this.#gauge(
+      'probe_roundtrip_found',
+      'Whether this scrape found its mail (deferred: a mail of an earlier scrape)',
+      mail ? 1 : 0,
+    )
+    this.#gauge(
+      'probe_roundtrip_found_in_junk',
+      'Whether the mail was found in the junk folder',
+      mail?.folder === 'junk' ? 1 : 0,
+    )
+  }
+
+  /**
+   * accepted -> stored (the server's arrival), stored -> detected (our lag), and the delivery time:
+   * sync: accepted -> detected; deferred: accepted -> stored (detection waited for the next scrape).
+   */
+  delivery(acceptedAt: number, mail: FoundMail, mode: 'sync' | 'deferred') {
+    const seconds = (ms: number) => Math.max(0, ms) / 1000
+    if (mail.storedAt !== undefined) {
+      // Server stamps usually have whole-second resolution (and the server's clock): clamp into
+      // [accepted, detected], so arrival is a lower bound and never negative.
+      const storedAt = Math.min(Math.max(mail.storedAt, acceptedAt), mail.detectedAt)
+      this.#gauge(
+        'probe_roundtrip_arrival_seconds',
+        'From SMTP acceptance to storage in the mailbox',
+        seconds(storedAt - acceptedAt),
+      )
+      this.#gauge(
+        'probe_roundtrip_detection_lag_seconds',
+        'From storage in the mailbox to detection by the probe',
+        seconds(mail.detectedAt - storedAt),
+      )
+    }
+    const delivered = mode === 'sync' ? mail.detectedAt : mail.storedAt
+    if (delivered !== undefined)
+      this.#gauge(
+        'probe_roundtrip_delivery_seconds',
+        'Delivery time of the probe mail, from SMTP acceptance',
+        seconds(delivered - acceptedAt),
+      )
+  }
+
+  totals(route: RouteState) {
+    this.#gauge(
+      'probe_roundtrip_pending',
+      'Probe mails sent and not yet found (deferred mode)',
+      route.inflight.length,
+    )
+    const counter = (name: string, help: string, value: number) =>
+      new Counter({ name, help, registers: [this.#registry] }).inc(value)
+    counter(
+      'probe_roundtrip_lost_total',
+      'Probe mails never found within lost_after, since the state began',
+      route.lost,
+    )
+    counter(
+      'probe_roundtrip_swept_total',
+      'Stale probe mails deleted by the sweep, since the state began',
+      route.swept,
+    )
+  }
+
+  messages(count: number) {
+    this.#gauge('probe_roundtrip_mailbox_messages', 'Messages in the receiving mailbox', count)
+  }
+}

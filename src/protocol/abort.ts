@@ -21,7 +21,10 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<
   })
 }
 
-/** Resolves after `ms`, or rejects when the signal aborts first. */
+/** Resolves after `ms`, or rejects when the signal aborts first (the timer is cleared then). */
 export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return abortable(new Promise<void>((resolve) => setTimeout(resolve, ms).unref()), signal)
+  let timer: NodeJS.Timeout | undefined
+  return abortable(new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), signal).finally(() =>
+    clearTimeout(timer),
+  )
 }

@@ -204,7 +204,11 @@ export class LineChannel {
     this.#listen(socket)
   }
 
+  /** Closes the connection: a pending read fails, and lines buffered before are never handed out. */
   close(): void {
+    this.#lines = []
+    this.#buffer = ''
+    this.#fail(new Error('connection closed'))
     this.#unlisten(this.#socket)
     this.#socket.destroy()
   }

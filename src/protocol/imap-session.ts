@@ -1,6 +1,7 @@
 // ImapSession: imapflow on our own socket, its log turned into timed phases, the login decided by the caller.
 // Every use of imapflow internals is in this file (see the comments where they are touched).
 import type net from 'node:net'
+import type { Duplex } from 'node:stream'
 import tls from 'node:tls'
 import { ImapFlow, type AuthOptions, type ImapTransport, type Logger as ImapflowLogger } from 'imapflow'
 import type { ImapMechanism, TlsConfig } from '../config.ts'
@@ -77,6 +78,13 @@ interface Internals {
   authCapabilities: Map<string, boolean>
 }
 
+/** What imapflow's pino-style logger is given (src 'c' and 's' are protocol lines). */
+interface LogEntry {
+  src?: unknown
+  msg?: unknown
+  err?: unknown
+}
+
 /** greeting: waiting for it; greeted: before login; loggedIn: imapflow's setup after login; ready: connect() done. */
 type Stage = 'greeting' | 'greeted' | 'loggedIn' | 'ready'
 
@@ -89,12 +97,6 @@ export class ImapSession {
   readonly client: ImapFlow
   /** The pre-login capability lists as the server sent them: before TLS (plain) and under TLS. */
   readonly capabilities: { plain?: string[]; tls?: string[] } = {}
-  /** n of the last "* n RECENT" (SELECT/EXAMINE). */
-  recent: number | undefined
-  /** The server answered NO/BAD to AUTHENTICATE or LOGIN. */
-  loginRefused = false
-  /** The mechanism the login hook chose on this connection. */
-  chosen: ImapMechanism | undefined
   readonly #host: string
   readonly #mode: ImapTlsMode
   readonly #tlsConfig: TlsConfig
@@ -114,9 +116,12 @@ export class ImapSession {
   #bannerStart = performance.now()
   #refusal: { verb: string; line: string } | undefined
   #bye: string | undefined
+  #recent: number | undefined
+  #loginRefused = false
+  #chosen: ImapMechanism | undefined
 
   constructor(options: {
-    /** Connected; for implicit TLS the verified TLSSocket. */
+    /** Connected; for implicit TLS the TLSSocket, its certificate already checked. */
     socket: net.Socket
     host: string
     port: number
@@ -133,7 +138,7 @@ export class ImapSession {
     this.#logger = options.logger
     this.#hooks = options.hooks
     this.#socket = options.socket
-    if (options.mode === 'implicit') this.#tlsSocket = options.socket as tls.TLSSocket
+    if (options.socket instanceof tls.TLSSocket) this.#tlsSocket = options.socket // implicit TLS
     const socket = options.socket
     // imapflow's public transport hook: DNS, TCP and implicit TLS are already done (and timed) by
     // the caller; STARTTLS is ours so that we time it and check the certificate ourselves.
@@ -142,7 +147,7 @@ export class ImapSession {
         setImmediate(onConnect) // imapflow stores the returned socket before it may be told
         return socket
       },
-      upgrade: (plain, _opts, onSecure) => this.#upgrade(plain as net.Socket, onSecure),
+      upgrade: (plain, _opts, onSecure) => this.#upgrade(plain, onSecure),
     }
     this.client = new ImapFlow({
       host: options.host,
@@ -178,6 +183,21 @@ export class ImapSession {
     return this.#phase
   }
 
+  /** n of the last "* n RECENT" (SELECT/EXAMINE). */
+  get recent(): number | undefined {
+    return this.#recent
+  }
+
+  /** Whether the server answered NO/BAD to AUTHENTICATE or LOGIN. */
+  get loginRefused(): boolean {
+    return this.#loginRefused
+  }
+
+  /** The mechanism the login hook chose on this connection. */
+  get chosen(): ImapMechanism | undefined {
+    return this.#chosen
+  }
+
   /** Whether the connection is TLS (implicit or after STARTTLS). */
   get secure(): boolean {
     return this.#tlsSocket !== undefined
@@ -198,6 +218,7 @@ export class ImapSession {
     this.#bannerStart = performance.now()
     this.#enter('banner')
     this.#refusal = undefined
+    if (this.#signal.aborted) throw new PhaseError('banner', new DeadlineError())
     try {
       await abortable(this.client.connect(), this.#signal)
     } catch (err) {
@@ -225,6 +246,7 @@ export class ImapSession {
   /** Runs a client call; rejects at the deadline, and with the server's NO/BAD/BYE text when there was one. */
   call<T>(step: () => Promise<T>): Promise<T> {
     this.#refusal = undefined
+    if (this.#signal.aborted) return Promise.reject(new DeadlineError()) // no command after the deadline
     let promise: Promise<T>
     try {
       promise = step()
@@ -264,8 +286,8 @@ export class ImapSession {
   #imapflowLogger(): ImapflowLogger {
     const at =
       (level: string) =>
-      (entry: unknown): void => {
-        this.#onLog(level, (entry ?? {}) as { src?: unknown; msg?: unknown; err?: unknown })
+      (entry: LogEntry | undefined): void => {
+        this.#onLog(level, entry ?? {})
       }
     return {
       trace: at('trace'),
@@ -277,7 +299,7 @@ export class ImapSession {
     }
   }
 
-  #onLog(level: string, entry: { src?: unknown; msg?: unknown; err?: unknown }) {
+  #onLog(level: string, entry: LogEntry) {
     const msg = typeof entry.msg === 'string' ? entry.msg : ''
     // Client lines are logged at debug right before they are written, server lines once parsed.
     if (entry.src === 'c' && level === 'debug') this.#onClient(msg)
@@ -311,7 +333,7 @@ export class ImapSession {
     const capabilities = this.#loginSent ? undefined : capabilityList(line)
     if (capabilities) this.capabilities[this.secure ? 'tls' : 'plain'] = capabilities
     if (tag === '*') {
-      this.recent = recentCount(line) ?? this.recent
+      this.#recent = recentCount(line) ?? this.#recent
       if (word === 'BYE') this.#bye = line
       return
     }
@@ -322,14 +344,17 @@ export class ImapSession {
     const login = LOGIN_VERBS.has(command.verb)
     if (word === 'NO' || word === 'BAD') {
       this.#refusal = { verb: command.verb, line }
-      if (login) this.loginRefused = true
+      if (login) this.#loginRefused = true
     } else if (word === 'OK' && login) {
       this.#stage = 'loggedIn'
     }
   }
 
-  /** STARTTLS handshake on imapflow's behalf: timed, certificate recorded and checked, ticket awaited. */
-  #upgrade(plain: net.Socket, onSecure: () => void): tls.TLSSocket {
+  /**
+   * STARTTLS handshake on imapflow's behalf: timed, certificate recorded and checked, ticket awaited.
+   * imapflow gives up on it after a fixed 10 s (UPGRADE_TIMEOUT), sooner than a longer deadline.
+   */
+  #upgrade(plain: Duplex, onSecure: () => void): tls.TLSSocket {
     this.#enter('tls')
     const start = performance.now()
     let timed = false
@@ -350,7 +375,7 @@ export class ImapSession {
         try {
           checkVerified(secure, this.#tlsConfig)
         } catch (err) {
-          secure.destroy(err as TlsVerifyError) // imapflow fails connect() with it
+          secure.destroy(err instanceof Error ? err : new Error(String(err))) // imapflow fails connect() with it
           return
         }
         onSecure()
@@ -365,12 +390,13 @@ export class ImapSession {
     internals.authenticate = async () => {
       if (this.client.authenticated) return original() // PREAUTH: nothing to send
       this.#enter('auth')
+      this.#refusal = undefined // a NO that imapflow let pass before login (ID, say) is not why a login fails
       const plan = this.#hooks.login({
         capabilities: [...this.client.capabilities.keys()],
         secure: this.secure,
         verified: this.#tlsSocket?.authorized === true,
       })
-      this.chosen = plan.mechanism
+      this.#chosen = plan.mechanism
       // Credentials reach imapflow only now, once we have decided they may be sent.
       this.client.options.auth = imapflowAuth(plan)
       // imapflow takes OAUTHBEARER whenever it is offered; hiding it is how XOAUTH2 is forced.
@@ -382,11 +408,13 @@ export class ImapSession {
   #connectFailure(err: unknown): PhaseError {
     if (err instanceof PhaseError) return err
     const explained = this.#explain(err)
-    // tls: starttls, and imapflow stopped before sending STARTTLS: the server did not offer it.
+    // tls: starttls, and imapflow stopped before sending STARTTLS: not offered, or a PREAUTH greeting.
     if (
       this.#mode === 'starttls' &&
-      this.#stage === 'greeted' &&
+      this.#stage !== 'greeting' &&
+      !this.secure &&
       !this.#starttlsSent &&
+      !this.#loginSent &&
       !(explained instanceof DeadlineError) &&
       !(explained instanceof ProtocolError)
     ) {

@@ -21,20 +21,21 @@ export interface ProbeOutcome {
 export async function probe(
   moduleYaml: string,
   target: string | undefined,
-  options: { scrapeTimeout?: string; roundtripStates?: RoundtripStates } = {},
+  options: { scrapeTimeout?: string; roundtripStates?: RoundtripStates; moduleName?: string } = {},
 ): Promise<ProbeOutcome> {
   const body = moduleYaml
     .replace(/^\n+/, '')
     .split('\n')
     .map((l) => '    ' + l)
     .join('\n')
-  const config = parseConfig(`modules:\n  m:\n${body}\n`, 'test.yml')
-  const module = config.modules['m']!
+  const name = options.moduleName ?? 'm'
+  const config = parseConfig(`modules:\n  ${name}:\n${body}\n`, 'test.yml')
+  const module = config.modules[name]!
   const history = new History()
   const start = performance.now()
   const answer = await handleProbe(
     {
-      moduleName: 'm',
+      moduleName: name,
       module,
       target,
       scrapeTimeout: options.scrapeTimeout,

@@ -1,13 +1,13 @@
 // pop3 prober and client against the project's real Dovecot (STLS on 110, implicit TLS on 995, every mechanism).
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { Registry } from 'prom-client'
 import { parseConfig, type Module } from '../../src/config.ts'
 import { createProbeLogger, silentLogger } from '../../src/logger.ts'
 import type { ProbeContext } from '../../src/probe.ts'
 import { openPop3, pop3PhaseTimer, recordStat } from '../../src/probers/pop3.ts'
 import { smtpConversation } from '../../src/probers/smtp.ts'
 import { MARKER_HEADER, buildMessage } from '../../src/protocol/message.ts'
+import { testContext } from '../helpers/context.ts'
 import { metricValue } from '../helpers/metrics.ts'
 import { probe } from '../helpers/probe.ts'
 import { mailStack } from '../helpers/stack.ts'
@@ -143,13 +143,7 @@ function context(yaml: string): { ctx: ProbeContext; module: Module; log: () => 
     .join('\n')
   const module = parseConfig(`modules:\n  m:\n${body}\n`, 'test.yml').modules['m']!
   const { logger, lines } = createProbeLogger(silentLogger, {})
-  const ctx: ProbeContext = {
-    signal: AbortSignal.timeout(15_000),
-    registry: new Registry(),
-    logger,
-    progress: { phase: undefined },
-    moduleName: 'm',
-  }
+  const ctx: ProbeContext = testContext(15_000, { logger, moduleName: 'm' })
   return { ctx, module, log: () => lines.join('\n') }
 }
 

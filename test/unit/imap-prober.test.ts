@@ -1,13 +1,13 @@
 // imap prober against in-process servers: scripted faults in every phase, certificates, credential rules, openImap.
 import assert from 'node:assert/strict'
+import net from 'node:net'
 import { after, test } from 'node:test'
-import { Registry } from 'prom-client'
 import { parseConfig, type ImapModule } from '../../src/config.ts'
 import { DeadlineError, PhaseError, findCause } from '../../src/errors.ts'
-import { silentLogger } from '../../src/logger.ts'
 import { openImap, probeImap } from '../../src/probers/imap.ts'
 import { certs } from '../servers/certs.ts'
 import { scriptedServer, silentServer, type ScriptConnection } from '../servers/scripted.ts'
+import { testContext } from '../helpers/context.ts'
 import { metricValue } from '../helpers/metrics.ts'
 import { probe } from '../helpers/probe.ts'
 
@@ -149,13 +149,7 @@ async function runDirect(moduleYaml: string, port: number, timeoutMs: number) {
     .map((l) => '    ' + l)
     .join('\n')
   const module = parseConfig(`modules:\n  m:\n${body}\n`, 'test.yml').modules['m'] as ImapModule
-  const ctx = {
-    signal: AbortSignal.timeout(timeoutMs),
-    registry: new Registry(),
-    logger: silentLogger,
-    progress: { phase: undefined as string | undefined },
-    moduleName: 'm',
-  }
+  const ctx = testContext(timeoutMs)
   const start = performance.now()
   const error = await probeImap({ host: '127.0.0.1', port }, module, ctx).then(
     () => undefined,
@@ -298,6 +292,21 @@ test('imap: NO to STARTTLS fails in phase starttls with the server text', async 
   assert.ok(!sentCredentials(server.received))
 })
 
+test('imap: a PREAUTH greeting needs no login, but tls starttls refuses it in phase starttls', async (t) => {
+  const preauth = imapScript({ greeting: '* PREAUTH [CAPABILITY IMAP4rev1 ID NAMESPACE] welcome back' })
+  const plain = await scriptedServer(t, preauth)
+  const auth = '{ username: probe@mx.test, password: s3cr3t-pw, allow_plaintext: true }'
+  const r = await probe(imapModule({ tls: 'none', auth }), target(plain.port))
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_imap_mailbox_messages'), 3)
+  assert.ok(!sentCredentials(plain.received))
+  assert.ok(!r.samples.some((s) => s.name === 'probe_imap_auth_mechanism_used'))
+  const required = await scriptedServer(t, preauth)
+  const r2 = await probe(imapModule(), target(required.port))
+  assert.equal(r2.failedPhase, 'starttls', r2.debug)
+  assert.match(r2.debug, /PREAUTH/)
+})
+
 test('imap: a failed STARTTLS handshake or a bad certificate fails in phase tls, sending no credentials', async (t) => {
   const cases = [
     ['expired', { cert: certs().expired }, /CERT_HAS_EXPIRED/],
@@ -375,7 +384,7 @@ test('imap: LOGINDISABLED is respected: no LOGIN command, even when IMAP-LOGIN i
     const r = await probe(imapModule({ tls: 'none', auth }), target(server.port))
     assert.equal(r.value('probe_success'), 0)
     assert.equal(r.failedPhase, 'auth')
-    assert.match(r.debug, /LOGINDISABLED/)
+    assert.match(r.debug, /err=.*LOGINDISABLED: no LOGIN command/) // our rule, before imapflow's own
     assert.equal(r.value('probe_imap_logindisabled_before_tls'), 1)
     assert.equal(r.value('probe_imap_auth_offered_before_tls'), 0)
     assert.ok(!sentCredentials(server.received))
@@ -484,48 +493,98 @@ test('imap: a server that hangs on the login fails in phase auth at the deadline
   assert.equal(findCause(direct.error, PhaseError)?.phase, 'auth')
 })
 
-test('imap: openImap returns a logged-in client, labels its facts, leaves later commands to the caller and closes at the deadline', async (t) => {
-  const server = await scriptedServer(t, imapScript({ hang: 'NOOP' }))
-  const module = parseConfig(
-    `modules:\n  m:\n${imapModule()
-      .replace(/^\n+/, '')
-      .split('\n')
-      .map((l) => '    ' + l)
-      .join('\n')}\n`,
-    'test.yml',
-  ).modules['m'] as ImapModule
-  const controller = new AbortController()
-  const registry = new Registry()
-  const ctx = {
-    signal: controller.signal,
-    registry,
-    logger: silentLogger,
-    progress: { phase: undefined as string | undefined },
-    moduleName: 'm',
-  }
-  const imap = await openImap({ host: '127.0.0.1', port: server.port }, module.imap, ctx, { leg: 'receive' })
-  assert.equal(imap.mechanism, 'PLAIN')
-  assert.ok(imap.client.authenticated)
-  const labelled = (phase: string) =>
-    metricValue(registry, 'probe_imap_duration_seconds', { leg: 'receive', phase })
-  assert.ok(((await labelled('auth')) ?? 0) > 0)
-  assert.equal(
-    await metricValue(registry, 'probe_imap_auth_mechanism_used', { leg: 'receive', mechanism: 'PLAIN' }),
-    1,
-  )
-  assert.equal(
-    await metricValue(registry, 'probe_tls_version_info', { leg: 'receive', version: 'TLS 1.3' }),
-    1,
-  )
-  // STATUS is a select-phase command; NOOP is the caller's own and is not timed.
-  const status = await imap.session.call(() => imap.client.status('INBOX', { messages: true }))
-  assert.equal(status && status.messages, 5)
-  assert.ok(((await labelled('select')) ?? 0) > 0)
-  const before = await Promise.all(['auth', 'select', 'logout'].map(labelled))
-  const closed = new Promise<void>((resolve) => imap.client.once('close', () => resolve()))
-  const pending = imap.session.call(() => imap.client.noop())
-  setTimeout(() => controller.abort(), 50)
-  await assert.rejects(pending, DeadlineError)
-  await closed // the signal closed the client: nothing is left open
-  assert.deepEqual(await Promise.all(['auth', 'select', 'logout'].map(labelled)), before)
-})
+test(
+  'imap: openImap returns a logged-in client, labels its facts, leaves later commands to the caller and closes at the deadline',
+  { timeout: 10_000 },
+  async (t) => {
+    const server = await scriptedServer(t, imapScript({ hang: 'NOOP' }))
+    const module = parseConfig(
+      `modules:\n  m:\n${imapModule()
+        .replace(/^\n+/, '')
+        .split('\n')
+        .map((l) => '    ' + l)
+        .join('\n')}\n`,
+      'test.yml',
+    ).modules['m'] as ImapModule
+    const controller = new AbortController()
+    const ctx = testContext(5000, { signal: controller.signal })
+    const { registry } = ctx
+    const imap = await openImap({ host: '127.0.0.1', port: server.port }, module.imap, ctx, {
+      leg: 'receive',
+    })
+    assert.equal(imap.mechanism, 'PLAIN')
+    assert.ok(imap.client.authenticated)
+    const labelled = (phase: string) =>
+      metricValue(registry, 'probe_imap_duration_seconds', { leg: 'receive', phase })
+    assert.ok(((await labelled('auth')) ?? 0) > 0)
+    assert.equal(
+      await metricValue(registry, 'probe_imap_auth_mechanism_used', { leg: 'receive', mechanism: 'PLAIN' }),
+      1,
+    )
+    assert.equal(
+      await metricValue(registry, 'probe_tls_version_info', { leg: 'receive', version: 'TLS 1.3' }),
+      1,
+    )
+    // STATUS is a select-phase command; NOOP is the caller's own and is not timed.
+    const status = await imap.session.call(() => imap.client.status('INBOX', { messages: true }))
+    assert.equal(status && status.messages, 5)
+    assert.ok(((await labelled('select')) ?? 0) > 0)
+    const before = await Promise.all(['auth', 'select', 'logout'].map(labelled))
+    const closed = new Promise<void>((resolve) => imap.client.once('close', () => resolve()))
+    const pending = imap.session.call(() => imap.client.noop())
+    setTimeout(() => controller.abort(), 50)
+    await assert.rejects(pending, DeadlineError)
+    await closed // the signal closed the client: nothing is left open
+    assert.deepEqual(await Promise.all(['auth', 'select', 'logout'].map(labelled)), before)
+  },
+)
+
+test(
+  'imap: a connection reset after login rejects the caller and never crashes the process',
+  { timeout: 10_000 },
+  async (t) => {
+    // A raw server, because only a reset (RST) makes imapflow emit 'error' after connect().
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined)
+      socket.write('* OK [CAPABILITY IMAP4rev1] raw server ready\r\n')
+      let buffer = ''
+      socket.on('data', (chunk: Buffer) => {
+        buffer += chunk.toString('latin1')
+        for (let i = buffer.indexOf('\r\n'); i >= 0; i = buffer.indexOf('\r\n')) {
+          const [tag = '', verb = ''] = buffer.slice(0, i).split(' ')
+          buffer = buffer.slice(i + 2)
+          if (verb === 'LOGIN') socket.write(`${tag} OK [CAPABILITY IMAP4rev1] Logged in\r\n`)
+          else if (verb === 'LIST') socket.write(`* LIST (\\Noselect) "/" ""\r\n${tag} OK done\r\n`)
+          else socket.resetAndDestroy()
+        }
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const { port } = server.address() as net.AddressInfo
+    const module = parseConfig(
+      `modules:\n  m:\n${imapModule({
+        tls: 'none',
+        auth: `{ username: u, password: p, allow_plaintext: true }`,
+      })
+        .replace(/^\n+/, '')
+        .split('\n')
+        .map((l) => '    ' + l)
+        .join('\n')}\n`,
+      'test.yml',
+    ).modules['m'] as ImapModule
+    const imap = await openImap({ host: '127.0.0.1', port }, module.imap, testContext(5000))
+    assert.equal(imap.mechanism, 'IMAP-LOGIN')
+    // Watch for 'error' without listening (a listener of ours would hide a missing one in ImapSession).
+    const errors: unknown[] = []
+    const emit = imap.client.emit.bind(imap.client)
+    imap.client.emit = ((event: string, ...args: unknown[]) => {
+      if (event === 'error') errors.push(args[0])
+      return emit(event, ...args)
+    }) as typeof imap.client.emit
+    await assert.rejects(imap.session.call(() => imap.client.mailboxOpen('INBOX')))
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(errors.length, 1) // imapflow did emit it: without ImapSession's listener this would have thrown
+    imap.session.close()
+  },
+)

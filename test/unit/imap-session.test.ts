@@ -39,7 +39,10 @@ test('imap-reply: capability lists come from CAPABILITY responses and [CAPABILIT
     'IMAP4rev1',
     'LOGINDISABLED',
   ])
-  assert.deepEqual(capabilityList('4 OK [CAPABILITY IMAP4rev1 NAMESPACE] Logged in'), ['IMAP4rev1', 'NAMESPACE'])
+  assert.deepEqual(capabilityList('4 OK [CAPABILITY IMAP4rev1 NAMESPACE] Logged in'), [
+    'IMAP4rev1',
+    'NAMESPACE',
+  ])
   assert.equal(capabilityList('* OK [UIDVALIDITY 7] UIDs valid'), undefined)
   assert.equal(capabilityList('* LIST (\\HasNoChildren) "/" CAPABILITY'), undefined)
 })
@@ -56,7 +59,10 @@ test('imap-reply: AUTH= mechanisms, capability lookup and RECENT counts', () => 
 test('imap-reply: the debug log never shows LOGIN arguments or SASL payloads', () => {
   assert.equal(redactClientLine('3 LOGIN "probe@mail.test" "(* value hidden *)"'), '3 LOGIN <redacted>')
   assert.equal(redactClientLine('4 AUTHENTICATE PLAIN'), '4 AUTHENTICATE PLAIN')
-  assert.equal(redactClientLine('4 AUTHENTICATE XOAUTH2 dXNlcj1wcm9iZQ=='), '4 AUTHENTICATE XOAUTH2 <redacted>')
+  assert.equal(
+    redactClientLine('4 AUTHENTICATE XOAUTH2 dXNlcj1wcm9iZQ=='),
+    '4 AUTHENTICATE XOAUTH2 <redacted>',
+  )
   assert.equal(redactClientLine('cHJvYmVAbWFpbC50ZXN0'), '<redacted>')
   assert.equal(redactClientLine('(* value hidden *)'), '<redacted>')
   assert.equal(redactClientLine('DONE'), 'DONE')
@@ -73,8 +79,14 @@ test('imapflow internals: authenticate() is the login step of connect(), after S
   const order = ['upgradeToSTARTTLS', "'ID'", 'this.authenticate()', "'NAMESPACE'"].map((s) =>
     startSession.indexOf(s),
   )
-  assert.ok(order.every((i) => i >= 0), `startSession changed: ${startSession}`)
-  assert.deepEqual([...order].sort((a, b) => a - b), order)
+  assert.ok(
+    order.every((i) => i >= 0),
+    `startSession changed: ${startSession}`,
+  )
+  assert.deepEqual(
+    [...order].sort((a, b) => a - b),
+    order,
+  )
   // It reads the credentials from options.auth when it runs, which is when our hook has just set them.
   assert.match(String(proto['authenticate']), /this\.options\.auth/)
 })

@@ -14,7 +14,11 @@ test('roundtrip state: in-flight mails survive a restart (a new object reading t
   await first.update('m|mx:25', (r) => r.inflight.push({ id: 'a', acceptedAt: 1000 }))
   await first.update('m|mx:25', (r) => (r.lost += 2))
   const restarted = new RoundtripStateFile(file)
-  assert.deepEqual(restarted.snapshot('m|mx:25'), { inflight: [{ id: 'a', acceptedAt: 1000 }], lost: 2, swept: 0 })
+  assert.deepEqual(restarted.snapshot('m|mx:25'), {
+    inflight: [{ id: 'a', acceptedAt: 1000 }],
+    lost: 2,
+    swept: 0,
+  })
   assert.deepEqual(restarted.snapshot('other'), { inflight: [], lost: 0, swept: 0 })
   assert.match(readFileSync(file, 'utf8'), /"version": 1/)
 })
@@ -30,7 +34,10 @@ test('roundtrip state: two overlapping scrapes that both found the same mail cou
       r.inflight = r.inflight.filter((m) => !found.includes(m.id))
       return mine.map((m) => m.id)
     })
-  const [a, b] = await Promise.all([settle(snapshotA.inflight.map((m) => m.id)), settle(snapshotB.inflight.map((m) => m.id))])
+  const [a, b] = await Promise.all([
+    settle(snapshotA.inflight.map((m) => m.id)),
+    settle(snapshotB.inflight.map((m) => m.id)),
+  ])
   assert.deepEqual([...a, ...b].sort(), ['a', 'b'], 'each mail settled by exactly one scrape')
   assert.deepEqual(state.snapshot('k').inflight, [])
 })

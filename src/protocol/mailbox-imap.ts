@@ -1,0 +1,282 @@
+// The IMAP receiving leg: IDLE (or NOOP polling) on the inbox, SEARCH by our header with a header-scan
+// fallback, the junk folder, and deletion of exactly our mails by UID.
+import type { ImapFlow, ListResponse } from 'imapflow'
+import type { ImapSettings, RoundtripSettings } from '../config.ts'
+import type { ProbeContext } from '../probe.ts'
+import { openImap } from '../probers/imap.ts'
+import type { Target } from '../targets.ts'
+import { sleep } from './abort.ts'
+import { header, parseHeaders } from './headers.ts'
+import {
+  MARKER_HEADER,
+  MODULE_HEADER,
+  SENT_HEADER,
+  isStale,
+  type FoundMail,
+  type Mailbox,
+} from './mailbox.ts'
+
+const HEADER_FIELDS = [MARKER_HEADER, MODULE_HEADER, SENT_HEADER].map((h) => h.toLowerCase())
+/**
+ * First wait between looks; it doubles up to poll_interval. IDLE alone is not enough: Dovecot, for one,
+ * announces a new message about 0.5 s after storing it (it batches changes), so a mail delivered in
+ * 10 ms would be seen 0.5 s late. Looking again early finds fast deliveries fast, and backs off for slow ones.
+ */
+const FIRST_WAIT_MS = 10
+
+interface Hit extends FoundMail {
+  uid: number
+}
+
+export async function openImapMailbox(
+  target: Target,
+  settings: ImapSettings,
+  roundtrip: RoundtripSettings,
+  ctx: ProbeContext,
+  module: string,
+): Promise<Mailbox> {
+  const { client, session } = await openImap(target, settings, ctx, { leg: 'receive' })
+  const { logger } = ctx
+  const inbox = settings.mailbox
+  const canIdle = client.capabilities.has('IDLE')
+  const hasUidplus = client.capabilities.has('UIDPLUS')
+  let junk: string | undefined
+  let current: string | undefined
+  /** When the server last reported a new message count (IDLE push or any command's response). */
+  let changedAt: number | undefined
+  client.on('exists', (info: { path: string }) => {
+    if (info.path === inbox) changedAt = Date.now()
+  })
+
+  /** Inbox message count when last seen (the client forgets it at LOGOUT). */
+  let inboxMessages: number | undefined
+  const open = async (path: string) => {
+    if (current === path) return
+    const box = await session.call(() => client.mailboxOpen(path)) // SELECT (read-write): we may delete our own mail
+    current = path
+    if (path === inbox) inboxMessages = box.exists
+  }
+
+  try {
+    await session.during('select', async () => {
+      const folders = await session.call(() => client.list())
+      junk = findJunk(folders, roundtrip.junk_folders, inbox)
+      await open(inbox)
+    })
+  } catch (err) {
+    session.close()
+    throw err
+  }
+  logger.debug('receive leg ready', { idle: canIdle, uidplus: hasUidplus, junk: junk ?? 'none' })
+
+  /** Per folder: the highest UID whose headers were scanned, so a scan reads only newer messages. */
+  const scannedUid = new Map<string, number>()
+
+  /** Our mails among `ids` in the open folder: SEARCH HEADER, and a scan of new messages' headers when SEARCH misses. */
+  const look = async (ids: readonly string[], folder: FoundMail['folder']): Promise<Hit[]> => {
+    const hits: Hit[] = []
+    for (const id of ids) {
+      const uids = await session.call(() =>
+        client.search({ header: { [MARKER_HEADER.toLowerCase()]: id } }, { uid: true }),
+      )
+      const uid = Array.isArray(uids) ? uids[0] : undefined
+      if (uid !== undefined) hits.push({ id, uid, folder, detectedAt: Date.now() })
+    }
+    const missing = ids.filter((id) => !hits.some((h) => h.id === id))
+    const box = client.mailbox
+    const last = scannedUid.get(folder) ?? 0
+    if (missing.length > 0 && box && box.exists > 0 && box.uidNext - 1 > last) {
+      // Some servers index headers late (or not at all): read the marker headers of messages new since the
+      // last scan, at most scan_limit of the newest.
+      const range = last > 0 ? `${last + 1}:*` : `${Math.max(1, box.exists - roundtrip.scan_limit + 1)}:*`
+      const messages = await session.call(() =>
+        client.fetchAll(range, { uid: true, headers: HEADER_FIELDS }, { uid: last > 0 }),
+      )
+      scannedUid.set(folder, Math.max(last, ...messages.map((m) => m.uid)))
+      for (const m of messages) {
+        const id = header(parseHeaders(m.headers?.toString('utf8') ?? ''), MARKER_HEADER)
+        if (id !== undefined && missing.includes(id) && !hits.some((h) => h.id === id))
+          hits.push({ id, uid: m.uid, folder, detectedAt: Date.now() })
+      }
+    }
+    return hits
+  }
+
+  const lookInJunk = async (ids: readonly string[]): Promise<Hit[]> => {
+    if (junk === undefined || ids.length === 0) return []
+    await open(junk)
+    try {
+      return await look(ids, 'junk')
+    } finally {
+      await open(inbox)
+    }
+  }
+
+  /** Until something changes in the inbox, `waitMs` passes or `until`: IDLE when the server can, else NOOP. */
+  const waitForChange = async (waitMs: number, until: number, since: number) => {
+    const wait = Math.max(0, Math.min(waitMs, until - Date.now()))
+    if (changedAt !== undefined && changedAt > since) return
+    if (!canIdle) {
+      await sleep(wait, ctx.signal)
+      await session.call(() => client.noop()) // NOOP makes the server report new EXISTS
+      return
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, wait)
+      function done() {
+        clearTimeout(timer)
+        client.off('exists', done)
+        ctx.signal.removeEventListener('abort', done)
+        resolve()
+      }
+      client.on('exists', done)
+      ctx.signal.addEventListener('abort', done, { once: true })
+      // idle() resolves only when IDLE ends; the next command ends it (imapflow sends DONE first).
+      client.idle().catch(() => undefined)
+    })
+  }
+
+  const found = new Map<string, Hit>()
+  return {
+    get messages() {
+      const box = client.mailbox
+      if (box && box.path === inbox) inboxMessages = box.exists
+      return inboxMessages
+    },
+
+    async find(ids, { until, wait }) {
+      let pending = [...ids]
+      let waitMs = FIRST_WAIT_MS
+      let junkCheckedAt = 0
+      for (let round = 0; ; round++) {
+        const since = Date.now()
+        const hits = [...(await look(pending, 'inbox'))]
+        pending = pending.filter((id) => !hits.some((h) => h.id === id))
+        // The inbox on every round; the junk folder (two SELECTs away) when looking once, else once per poll_interval.
+        const junkDue = !wait || (round > 0 && since - junkCheckedAt >= roundtrip.poll_interval * 1000)
+        if (pending.length > 0 && junkDue) {
+          junkCheckedAt = since
+          hits.push(...(await lookInJunk(pending)))
+        }
+        for (const hit of hits) found.set(hit.id, hit)
+        pending = pending.filter((id) => !found.has(id))
+        if (pending.length === 0 || !wait || Date.now() >= until) break
+        await waitForChange(waitMs, until, since)
+        waitMs = Math.min(waitMs * 2, roundtrip.poll_interval * 1000)
+      }
+      return ids.flatMap((id) => {
+        const hit = found.get(id)
+        return hit ? [hit] : []
+      })
+    },
+
+    async details(mail) {
+      const hit = found.get(mail.id)
+      if (!hit) return
+      await open(hit.folder === 'junk' && junk !== undefined ? junk : inbox)
+      const message = await session.call(() =>
+        client.fetchOne(String(hit.uid), { internalDate: true }, { uid: true }),
+      )
+      // INTERNALDATE: when the server stored the message, by its clock (whole seconds on most servers).
+      const internal = message ? message.internalDate : undefined
+      const stamp =
+        internal instanceof Date
+          ? internal.getTime()
+          : typeof internal === 'string'
+            ? Date.parse(internal)
+            : NaN
+      mail.storedAt ??= Number.isNaN(stamp) ? undefined : stamp
+      await open(inbox)
+    },
+
+    async cleanup(mails, { staleBefore, keep }) {
+      let swept = 0
+      for (const [folder, path] of [
+        ['inbox', inbox],
+        ['junk', junk],
+      ] as const) {
+        if (path === undefined) continue
+        await open(path)
+        const uids = mails.flatMap((m) => {
+          const hit = found.get(m.id)
+          return hit && hit.folder === folder ? [hit.uid] : []
+        })
+        const stale = await staleUids(client, session.call.bind(session), module, staleBefore, keep)
+        swept += stale.filter((uid) => !uids.includes(uid)).length
+        await remove(client, session.call.bind(session), [...new Set([...uids, ...stale])], hasUidplus, ctx)
+      }
+      await session.call(() => client.logout())
+      return swept
+    },
+
+    close() {
+      session.close()
+    },
+  }
+}
+
+/** The \Junk special-use folder (RFC 6154), else the first configured name that exists. */
+function findJunk(
+  folders: readonly ListResponse[],
+  names: readonly string[],
+  inbox: string,
+): string | undefined {
+  const special = folders.find((f) => f.specialUse === '\\Junk')
+  if (special) return special.path
+  const lower = names.map((n) => n.toLowerCase())
+  return folders.find(
+    (f) => f.path !== inbox && (lower.includes(f.path.toLowerCase()) || lower.includes(f.name.toLowerCase())),
+  )?.path
+}
+
+type Call = <T>(step: () => Promise<T>) => Promise<T>
+
+/** UIDs of this module's probe mails sent before `before` in the open folder, checked header by header. */
+async function staleUids(
+  client: ImapFlow,
+  call: Call,
+  module: string,
+  before: number,
+  keep: readonly string[],
+) {
+  const candidates = await call(() =>
+    client.search({ header: { [MODULE_HEADER.toLowerCase()]: module } }, { uid: true }),
+  )
+  if (!Array.isArray(candidates) || candidates.length === 0) return []
+  const messages = await call(() =>
+    client.fetchAll(candidates.join(','), { uid: true, headers: HEADER_FIELDS }, { uid: true }),
+  )
+  return messages
+    .filter((m) => {
+      const h = parseHeaders(m.headers?.toString('utf8') ?? '')
+      // SEARCH matches substrings: the exact module name is checked here.
+      return isStale(
+        { id: header(h, MARKER_HEADER), module: header(h, MODULE_HEADER), sent: header(h, SENT_HEADER) },
+        module,
+        before,
+        keep,
+      )
+    })
+    .map((m) => m.uid)
+}
+
+/**
+ * Deletes by UID only. With UIDPLUS: UID STORE \Deleted + UID EXPUNGE of exactly these UIDs. Without it,
+ * the mails are only flagged: a bare EXPUNGE would also remove the user's other \Deleted mail.
+ */
+async function remove(
+  client: ImapFlow,
+  call: Call,
+  uids: readonly number[],
+  uidplus: boolean,
+  ctx: ProbeContext,
+) {
+  if (uids.length === 0) return
+  const range = uids.join(',')
+  if (uidplus) {
+    await call(() => client.messageDelete(range, { uid: true }))
+    return
+  }
+  await call(() => client.messageFlagsAdd(range, ['\\Deleted'], { uid: true }))
+  ctx.logger.warn('server lacks UIDPLUS: probe mails flagged \\Deleted but not expunged', { uids: range })
+}

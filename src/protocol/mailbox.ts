@@ -1,0 +1,48 @@
+// The receiving leg of a round trip, whatever the protocol: find our marked mails, read when they arrived, delete them.
+import { MARKER_HEADER } from './message.ts'
+
+/** Header naming the module that sent a probe mail: a module sweeps only its own stale mails. */
+export const MODULE_HEADER = 'X-Mailprobe-Module'
+/** Header with the time the mail was sent (ms since epoch), for sweeping by age. */
+export const SENT_HEADER = 'X-Mailprobe-Sent'
+export { MARKER_HEADER }
+
+export interface FoundMail {
+  id: string
+  folder: 'inbox' | 'junk'
+  /** When we saw it (ms since epoch). */
+  detectedAt: number
+  /** When the server stored it (ms since epoch), by the server's own stamp: IMAP INTERNALDATE or Received:. */
+  storedAt?: number | undefined
+}
+
+export interface Mailbox {
+  /** Messages in the inbox when last looked at. */
+  readonly messages: number | undefined
+  /** Looks for these ids: once, or (wait) until all are found or `until` (ms since epoch) passes. */
+  find(ids: readonly string[], options: { until: number; wait: boolean }): Promise<FoundMail[]>
+  /** Reads the found mail's arrival time (sets storedAt when it was not known yet). */
+  details(mail: FoundMail): Promise<void>
+  /**
+   * Deletes exactly the found mails, plus this module's own marked mails sent before `staleBefore`
+   * (except `keep`); nothing without our marker is ever touched. Ends the session. Returns how many stale mails went.
+   */
+  cleanup(
+    found: readonly FoundMail[],
+    options: { staleBefore: number; keep: readonly string[] },
+  ): Promise<number>
+  /** Drops the connection without further commands (errors, the deadline). */
+  close(): void
+}
+
+/** Whether marker headers say: a probe mail of `module`, sent before `before`, not one to keep. */
+export function isStale(
+  marker: { id?: string | undefined; module?: string | undefined; sent?: string | undefined },
+  module: string,
+  before: number,
+  keep: readonly string[],
+): boolean {
+  if (marker.id === undefined || marker.module !== module || keep.includes(marker.id)) return false
+  const sent = Number(marker.sent)
+  return Number.isFinite(sent) && sent < before
+}
