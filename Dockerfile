@@ -7,8 +7,7 @@ FROM node:20-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci
-# The whole tree (see .dockerignore): tsc compiles src/ and test/ together, which puts main.js at
-# dist/src/main.js.
+# tsconfig.build.json compiles src/ only, to dist/src/ (main.js at dist/src/main.js).
 COPY . .
 RUN npm run build
 

@@ -66,9 +66,7 @@ export function checkVerified(socket: tls.TLSSocket, config: TlsConfig): void {
 
 /**
  * TLS over an existing TCP socket (implicit TLS right after connect, or after STARTTLS/STLS).
- * With `waitForTicket`, waits briefly for the TLS 1.3 session ticket before resolving: a client that
- * speaks at once makes Postfix hold its next reply ~40 ms for a delayed ACK (Nagle), and the probe
- * would report our own stall as server latency.
+ * With `waitForTicket` (the client speaks next), resolves after the session ticket (afterTicket).
  */
 export function startTls(
   socket: net.Socket,
@@ -87,22 +85,32 @@ export function startTls(
     secure.once('error', fail)
     secure.once('secureConnect', () => {
       secure.off('error', fail)
-      if (!waitForTicket || secure.getProtocol() !== 'TLSv1.3') {
-        resolve(secure)
-        return
-      }
-      let done = false
-      const go = () => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
-        // Writing from inside the 'session' handler does not reach the server on Node 20: defer.
-        setImmediate(() => resolve(secure))
-      }
-      const timer = setTimeout(go, 10)
-      secure.once('session', go)
+      if (waitForTicket) afterTicket(secure, () => resolve(secure))
+      else resolve(secure)
     })
   })
+}
+
+/**
+ * Calls `go` once the server's TLS 1.3 session ticket has arrived (or after 10 ms, for servers that
+ * send none), so that our next command piggybacks the ACK: a client that speaks at once makes
+ * Postfix hold its reply ~40 ms for our delayed ACK (Nagle), which a probe would report as server
+ * latency. TLS 1.2 sends no post-handshake ticket: `go` runs at once.
+ */
+export function afterTicket(socket: tls.TLSSocket, go: () => void): void {
+  if (socket.getProtocol() !== 'TLSv1.3') {
+    go()
+    return
+  }
+  let done = false
+  const proceed = () => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    setImmediate(go) // a write from inside the 'session' handler never reaches the server on Node 20
+  }
+  const timer = setTimeout(proceed, 10)
+  socket.once('session', proceed)
 }
 
 /** Reads CRLF-terminated lines from a socket that may be swapped for its TLS successor. */

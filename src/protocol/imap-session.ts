@@ -9,7 +9,7 @@ import { DeadlineError, PhaseError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { VERSION } from '../version.ts'
 import { abortable } from './abort.ts'
-import { bindSignal, checkVerified, tlsOptions, TlsVerifyError } from './connection.ts'
+import { afterTicket, bindSignal, checkVerified, tlsOptions, TlsVerifyError } from './connection.ts'
 import {
   capabilityList,
   clientCommand,
@@ -453,24 +453,4 @@ function imapflowAuth(plan: LoginPlan): AuthOptions {
     case 'OAUTHBEARER':
       return { user: plan.user, accessToken: plan.secret }
   }
-}
-
-/**
- * Waits briefly for the TLS 1.3 session ticket before the next command, as startTls() in
- * connection.ts does: a server's reply held for our delayed ACK would count as server latency.
- */
-function afterTicket(socket: tls.TLSSocket, go: () => void): void {
-  if (socket.getProtocol() !== 'TLSv1.3') {
-    go()
-    return
-  }
-  let done = false
-  const proceed = () => {
-    if (done) return
-    done = true
-    clearTimeout(timer)
-    setImmediate(go) // a write from inside 'session' never reaches the server on Node 20
-  }
-  const timer = setTimeout(proceed, 10)
-  socket.once('session', proceed)
 }

@@ -7,7 +7,7 @@ import type { TlsConfig } from '../config.ts'
 import { DeadlineError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import { checkVerified, tlsOptions } from './connection.ts'
+import { afterTicket, checkVerified, tlsOptions } from './connection.ts'
 import { parseReply, type SmtpReply } from './smtp-reply.ts'
 
 export type SmtpPhase =
@@ -167,19 +167,7 @@ export class SmtpSession {
           }
           cb(null, secured)
         }
-        if (socket.getProtocol() !== 'TLSv1.3') {
-          proceed()
-          return
-        }
-        let done = false
-        const go = () => {
-          if (done) return
-          done = true
-          clearTimeout(timer)
-          setImmediate(proceed) // a write from inside 'session' never reaches the server on Node 20
-        }
-        const timer = setTimeout(go, 10)
-        socket.once('session', go)
+        afterTicket(socket, proceed)
       })
     }
   }
