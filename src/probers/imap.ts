@@ -185,14 +185,7 @@ function chooseLogin(auth: ImapAuth, state: PreLogin, refused: readonly ImapMech
 function mechanismOrder(auth: ImapAuth, capabilities: readonly string[]) {
   const advertised = authMechanisms(capabilities)
   if (!hasCapability(capabilities, 'LOGINDISABLED')) advertised.push('IMAP-LOGIN')
-  const choice = chooseMechanisms({
-    advertised,
-    implemented: IMPLEMENTED,
-    preferred: auth.mechanisms,
-    hasPassword: auth.password !== undefined,
-    hasToken: auth.oauth2_token !== undefined,
-  })
-  return { order: choice.order as ImapMechanism[], reason: choice.reason }
+  return chooseMechanisms(auth, advertised, IMPLEMENTED)
 }
 
 /** Capabilities and mechanisms per stage, and what the cleartext list says about TLS and passwords. */

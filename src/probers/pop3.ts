@@ -1,5 +1,5 @@
 // The pop3 prober: banner, CAPA, STLS or implicit TLS, login, STAT (and UIDL/LIST), QUIT; every command timed.
-import { POP3_MECHANISMS, type Pop3Mechanism, type Pop3Module, type Pop3Settings } from '../config.ts'
+import { POP3_MECHANISMS, type Pop3Module, type Pop3Settings } from '../config.ts'
 import { PhaseError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
@@ -124,8 +124,6 @@ function advertisedMechanisms(capabilities: Capabilities | undefined, greeting: 
   return offered
 }
 
-const isPop3Mechanism = (m: string): m is Pop3Mechanism => (POP3_MECHANISMS as readonly string[]).includes(m)
-
 async function login(client: Pop3Client, settings: Pop3Settings, logger: Logger, facts: Pop3Facts) {
   const auth = settings.auth
   // The same rules as smtp: no credentials in the clear unless allowed, never over TLS that did not verify
@@ -135,14 +133,12 @@ async function login(client: Pop3Client, settings: Pop3Settings, logger: Logger,
     throw new Error('refusing to send credentials without TLS (set auth.allow_plaintext to allow it)')
   if (tls && !tls.authorized)
     throw new Error('refusing to send credentials over TLS whose certificate did not verify')
-  const choice = chooseMechanisms({
-    advertised: advertisedMechanisms(client.capabilities, client.greetingInfo),
-    implemented: POP3_MECHANISMS,
-    preferred: auth.mechanisms,
-    hasPassword: auth.password !== undefined,
-    hasToken: auth.oauth2_token !== undefined,
-  })
-  const order = choice.order.filter(isPop3Mechanism)
+  const choice = chooseMechanisms(
+    auth,
+    advertisedMechanisms(client.capabilities, client.greetingInfo),
+    POP3_MECHANISMS,
+  )
+  const order = choice.order
   if (order.length === 0) throw new Error(choice.reason ?? 'no usable mechanism')
   const credentials = {
     username: auth.username,

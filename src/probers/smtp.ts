@@ -1,6 +1,6 @@
 // The smtp prober: banner, EHLO, STARTTLS or implicit TLS, AUTH, optional test mail, QUIT; every command timed.
 import type tls from 'node:tls'
-import type { SmtpModule, SmtpSettings } from '../config.ts'
+import { SMTP_MECHANISMS, type SmtpModule, type SmtpSettings } from '../config.ts'
 import { PhaseError, ProtocolError, findCause } from '../errors.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import { phaseTimer } from '../phases.ts'
@@ -30,7 +30,7 @@ export const SMTP_PHASES: readonly SmtpPhase[] = [
 ]
 
 /** Mechanisms we can speak: nodemailer's own (PLAIN, LOGIN, CRAM-MD5) plus ours through customAuth. */
-const IMPLEMENTED = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'CRAM-MD5', 'XOAUTH2', 'PLAIN', 'LOGIN']
+const IMPLEMENTED = SMTP_MECHANISMS
 
 export interface SmtpResult {
   /** Set when a mail was sent: when the final reply to DATA arrived (ms since epoch). */
@@ -229,13 +229,7 @@ async function authenticate(
   const socket = session.socket as tls.TLSSocket
   if (session.secure && !socket.authorized)
     throw new Error('refusing to send credentials over TLS whose certificate did not verify')
-  const choice = chooseMechanisms({
-    advertised,
-    implemented: IMPLEMENTED,
-    preferred: auth.mechanisms,
-    hasPassword: auth.password !== undefined,
-    hasToken: auth.oauth2_token !== undefined,
-  })
+  const choice = chooseMechanisms(auth, advertised, IMPLEMENTED)
   if (choice.order.length === 0) throw new AuthUnavailable(choice.reason)
   const tries = auth.try_all_mechanisms ? choice.order : choice.order.slice(0, 1)
   let lastError: unknown

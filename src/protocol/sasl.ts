@@ -17,29 +17,37 @@ export const STRENGTH = [
 
 const TOKEN_MECHANISMS = new Set(['XOAUTH2', 'OAUTHBEARER'])
 
-export interface MechanismChoice {
+export interface MechanismChoice<M extends string> {
   /** Mechanisms to try, in order (only the first unless try_all_mechanisms). */
-  order: string[]
+  order: M[]
   /** Why the list is empty, when it is. */
   reason?: string
 }
 
+/** The parts of a module's auth block that decide the mechanism. */
+interface AuthChoice<M extends string> {
+  mechanisms?: readonly M[] | undefined
+  password?: unknown
+  oauth2_token?: unknown
+}
+
 /**
- * Which mechanisms to try: the configured preference list filtered by what the server offers, or by
- * default every mechanism both sides support, strongest first. Token mechanisms need a token,
- * the others a password.
+ * Which mechanisms to try: the configured preference list (auth.mechanisms) filtered by what the server
+ * offers, or by default every mechanism both sides support, strongest first. Token mechanisms need an
+ * oauth2_token, the others a password.
  */
-export function chooseMechanisms(options: {
-  advertised: readonly string[]
-  implemented: readonly string[]
-  preferred: readonly string[] | undefined
-  hasPassword: boolean
-  hasToken: boolean
-}): MechanismChoice {
-  const usable = (m: string) =>
-    options.implemented.includes(m) && (TOKEN_MECHANISMS.has(m) ? options.hasToken : options.hasPassword)
-  const offered = new Set(options.advertised.map((m) => m.toUpperCase()))
-  const candidates = options.preferred ?? [...STRENGTH].filter((m) => options.implemented.includes(m))
+export function chooseMechanisms<M extends string>(
+  auth: AuthChoice<M>,
+  advertised: readonly string[],
+  implemented: readonly M[],
+): MechanismChoice<M> {
+  const usable = (m: M) =>
+    implemented.includes(m) &&
+    (TOKEN_MECHANISMS.has(m) ? auth.oauth2_token !== undefined : auth.password !== undefined)
+  const offered = new Set(advertised.map((m) => m.toUpperCase()))
+  const candidates =
+    auth.mechanisms ??
+    STRENGTH.filter((m): m is (typeof STRENGTH)[number] & M => (implemented as readonly string[]).includes(m))
   const order = candidates.filter((m) => offered.has(m) && usable(m))
   if (order.length > 0) return { order }
   return {
