@@ -121,7 +121,9 @@ export class SmtpSession {
       socketTimeout: idle,
       logger: logger as never,
       transactionLog: true,
-      customAuth: options.customAuth as never,
+      customAuth: Object.fromEntries(
+        Object.entries(options.customAuth).map(([name, handler]) => [customName(name), handler]),
+      ) as never,
     })
     // Mandatory: SMTPConnection emits connection errors; without a listener Node kills the process.
     this.conn.on('error', (err: Error) => {
@@ -265,7 +267,7 @@ export class SmtpSession {
   login(auth: { user: string; pass: string | undefined; method: string }): Promise<void> {
     this.#enter('auth')
     return this.#call<undefined>((done) => {
-      this.conn.login({ user: auth.user, pass: auth.pass ?? '', method: auth.method }, (err) => {
+      this.conn.login({ user: auth.user, pass: auth.pass ?? '', method: customName(auth.method) }, (err) => {
         done(err ?? null)
       })
     })
@@ -315,6 +317,15 @@ export class SmtpSession {
     }
     this.socket.destroy()
   }
+}
+
+/**
+ * nodemailer treats a method named XOAUTH2 specially: without its own OAuth2 token generator it
+ * silently picks another mechanism. Our handler (which sends its own AUTH XOAUTH2 line) is therefore
+ * registered under a private name.
+ */
+function customName(method: string): string {
+  return method === 'XOAUTH2' ? 'MAILPROBE-XOAUTH2' : method
 }
 
 /** "AUTH PLAIN <payload>" -> "AUTH PLAIN <redacted>"; a continuation line -> "<redacted>". */
