@@ -144,6 +144,38 @@ test('roundtrip (real stack): deferred mode reports pending first, finds it next
   assert.equal(third.value('probe_roundtrip_lost_total'), 0)
 })
 
+test('roundtrip (real stack): two overlapping scrapes of a deferred module settle each mail exactly once', async () => {
+  const stateFile = join(mkdtempSync(join(tmpdir(), 'mailprobe-rt-')), 'state.json')
+  const module = route({ extra: `mode: deferred\n  state_file: ${stateFile}` })
+  const states = new RoundtripStates()
+  const first = await probe(module, submission, { roundtripStates: states, moduleName: 'overlap' })
+  await delivered(idOf(first.debug))
+  // Two scrapes at once (e.g. two Prometheus servers): both see the same in-flight mail.
+  const [a, b] = await Promise.all([
+    probe(module, submission, { roundtripStates: states, moduleName: 'overlap' }),
+    probe(module, submission, { roundtripStates: states, moduleName: 'overlap' }),
+  ])
+  assert.equal(a.value('probe_success'), 1, a.debug)
+  assert.equal(b.value('probe_success'), 1, b.debug)
+  const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
+    routes: Record<string, { inflight: { id: string }[]; lost: number }>
+  }
+  const route_ = Object.values(state.routes)[0]
+  assert.ok(route_)
+  assert.equal(route_.lost, 0, 'a mail found by one scrape is not lost for the other')
+  assert.deepEqual(
+    route_.inflight.map((m) => m.id).sort(),
+    [idOf(a.debug), idOf(b.debug)].sort(),
+    'exactly the two new mails are in flight; the first one is settled',
+  )
+  assert.ok(!(await listMail(stack.users.probe)).some((m) => m.source.includes(idOf(first.debug) ?? '?')))
+  // Collect what is left so the mailbox stays clean.
+  await delivered(idOf(a.debug))
+  await delivered(idOf(b.debug))
+  const last = await probe(module, submission, { roundtripStates: states, moduleName: 'overlap' })
+  assert.equal(last.value('probe_roundtrip_pending'), 1, last.debug)
+})
+
 test('roundtrip (real stack): a mail that never arrives is counted as lost after lost_after', async () => {
   const stateFile = join(mkdtempSync(join(tmpdir(), 'mailprobe-rt-')), 'state.json')
   // Postfix accepts mail for void@ and discards it: the probe's mailbox never gets it.
