@@ -109,8 +109,14 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   const progress = { phase: undefined as string | undefined }
   const timeoutMs = Math.max(1, Math.round(timeout * 1000))
   const deadlineAt = Date.now() + timeoutMs
-  const deadline = AbortSignal.timeout(timeoutMs)
-  const signal = req.clientSignal ? AbortSignal.any([deadline, req.clientSignal]) : deadline
+  // Our own controller and timer, both let go when the probe ends. (AbortSignal.timeout would keep
+  // every listener, and with it the probe's sockets and registry, alive until the timer fires: at
+  // scrape rates that exhausted the heap.)
+  const controller = new AbortController()
+  const signal = controller.signal
+  const abort = () => controller.abort()
+  const timer = setTimeout(abort, timeoutMs)
+  req.clientSignal?.addEventListener('abort', abort, { once: true })
 
   logger.debug('beginning probe', { prober: req.module.prober, timeout_seconds: timeout })
   const start = performance.now()
@@ -136,6 +142,9 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     ])
   } catch (err) {
     failure = err
+  } finally {
+    clearTimeout(timer)
+    req.clientSignal?.removeEventListener('abort', abort)
   }
   const seconds = (performance.now() - start) / 1000
   const success = failure === undefined

@@ -69,8 +69,9 @@ export async function openImapMailbox(
   }
   logger.debug('receive leg ready', { idle: canIdle, uidplus: hasUidplus, junk: junk ?? 'none' })
 
-  /** Per folder: the highest UID whose headers were scanned, so a scan reads only newer messages. */
+  /** Per folder: the highest UID whose headers were scanned (a scan reads only newer messages), and the count then. */
   const scannedUid = new Map<string, number>()
+  const scannedCount = new Map<string, number>()
 
   /** Our mails among `ids` in the open folder: SEARCH HEADER, and a scan of new messages' headers when SEARCH misses. */
   const look = async (ids: readonly string[], folder: FoundMail['folder']): Promise<Hit[]> => {
@@ -85,7 +86,8 @@ export async function openImapMailbox(
     const missing = ids.filter((id) => !hits.some((h) => h.id === id))
     const box = client.mailbox
     const last = scannedUid.get(folder) ?? 0
-    if (missing.length > 0 && box && box.exists > 0 && box.uidNext - 1 > last) {
+    // New messages since the last scan: the count grew (imapflow's uidNext only changes on SELECT).
+    if (missing.length > 0 && box && box.exists > (scannedCount.get(folder) ?? 0)) {
       // Some servers index headers late (or not at all): read the marker headers of messages new since the
       // last scan, at most scan_limit of the newest.
       const range = last > 0 ? `${last + 1}:*` : `${Math.max(1, box.exists - roundtrip.scan_limit + 1)}:*`
@@ -93,6 +95,7 @@ export async function openImapMailbox(
         client.fetchAll(range, { uid: true, headers: HEADER_FIELDS }, { uid: last > 0 }),
       )
       scannedUid.set(folder, Math.max(last, ...messages.map((m) => m.uid)))
+      scannedCount.set(folder, box.exists)
       for (const m of messages) {
         const id = header(parseHeaders(m.headers?.toString('utf8') ?? ''), MARKER_HEADER)
         if (id !== undefined && missing.includes(id) && !hits.some((h) => h.id === id))

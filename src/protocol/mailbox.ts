@@ -43,6 +43,7 @@ export function isStale(
   keep: readonly string[],
 ): boolean {
   if (marker.id === undefined || marker.module !== module || keep.includes(marker.id)) return false
-  const sent = Number(marker.sent)
-  return Number.isFinite(sent) && sent < before
+  // Only a plain number is a send time: an empty or garbled header is unknown age, never stale.
+  if (marker.sent === undefined || !/^\d+$/.test(marker.sent.trim())) return false
+  return Number(marker.sent) < before
 }

@@ -6,7 +6,8 @@ import { parseConfig, type ImapModule } from '../../src/config.ts'
 import { DeadlineError, PhaseError, findCause } from '../../src/errors.ts'
 import { openImap, probeImap } from '../../src/probers/imap.ts'
 import { certs } from '../servers/certs.ts'
-import { scriptedServer, silentServer, type ScriptConnection } from '../servers/scripted.ts'
+import { imapScript, TLS_CAPS } from '../servers/imap.ts'
+import { scriptedServer, silentServer } from '../servers/scripted.ts'
 import { testContext } from '../helpers/context.ts'
 import { metricValue } from '../helpers/metrics.ts'
 import { probe } from '../helpers/probe.ts'
@@ -18,110 +19,6 @@ process.on('uncaughtException', (err) => stray.push(err))
 after(() => {
   assert.deepEqual(stray, [])
 })
-
-interface Faults {
-  /** Replaces the greeting; the default carries no capabilities, so the client asks with CAPABILITY. */
-  greeting?: string
-  /** Capabilities before TLS and under TLS. */
-  caps?: string
-  capsTls?: string
-  /** Tagged answer to STARTTLS instead of OK, or 'drop' to close instead of the handshake. */
-  starttls?: string
-  cert?: { cert: Buffer; key: Buffer }
-  /** Tagged answer to the login (AUTHENTICATE <mech> or LOGIN, keyed by mechanism or '*') instead of OK. */
-  login?: Record<string, string>
-  examine?: string
-  status?: string
-  /** A command verb the server never answers. */
-  hang?: string
-  /** Sent (then the server closes) instead of answering EXAMINE. */
-  byeOnExamine?: string
-}
-
-const PLAIN_CAPS = 'IMAP4rev1 ID NAMESPACE STARTTLS LOGINDISABLED'
-const TLS_CAPS = 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5'
-
-/** A well-behaved IMAP server (STARTTLS, then AUTH=PLAIN/LOGIN/CRAM-MD5) whose answer in any phase can be replaced. */
-function imapScript(f: Faults = {}) {
-  return async (c: ScriptConnection) => {
-    // Each answer goes out in one write, as real servers do (separate small writes meet delayed ACKs).
-    const send = (...lines: string[]) => c.send(lines.map((l) => l + '\r\n').join(''))
-    send(f.greeting ?? '* OK scripted IMAP ready')
-    if (f.greeting?.startsWith('* BYE')) {
-      c.close()
-      return
-    }
-    let tls = false
-    for (;;) {
-      const line = await c.expect()
-      const [tag = '', verbText = '', ...args] = line.split(' ')
-      const verb = verbText.toUpperCase()
-      const ok = (text = 'done') => `${tag} OK ${text}`
-      if (verb === f.hang) continue
-      if (verb === 'CAPABILITY') {
-        send(`* CAPABILITY ${tls ? (f.capsTls ?? TLS_CAPS) : (f.caps ?? PLAIN_CAPS)}`, ok())
-      } else if (verb === 'STARTTLS') {
-        if (f.starttls !== undefined && f.starttls !== 'drop') {
-          send(`${tag} ${f.starttls}`)
-          continue
-        }
-        send(ok('Begin TLS negotiation now'))
-        if (f.starttls === 'drop') {
-          c.close()
-          return
-        }
-        await c.startTls(f.cert ?? certs().good)
-        tls = true
-      } else if (verb === 'ID') {
-        send('* ID ("name" "scripted")', ok())
-      } else if (verb === 'AUTHENTICATE' || verb === 'LOGIN') {
-        const mechanism = verb === 'LOGIN' ? 'IMAP-LOGIN' : (args[0] ?? '').toUpperCase()
-        if (mechanism === 'LOGIN') {
-          send('+ VXNlcm5hbWU6')
-          await c.expect()
-          send('+ UGFzc3dvcmQ6')
-          await c.expect()
-        } else if (verb === 'AUTHENTICATE' && args.length === 1) {
-          send('+ ') // PLAIN, and OAuth without SASL-IR: the payload comes as a continuation
-          await c.expect()
-        }
-        const refusal = f.login?.[mechanism] ?? f.login?.['*']
-        send(refusal ? `${tag} ${refusal}` : ok('Logged in'))
-      } else if (verb === 'NAMESPACE') {
-        send('* NAMESPACE (("" "/")) NIL NIL', ok())
-      } else if (verb === 'LIST' || verb === 'LSUB') {
-        send(`* ${verb} (\\HasNoChildren) "/" INBOX`, ok())
-      } else if (verb === 'EXAMINE') {
-        if (f.byeOnExamine) {
-          send(f.byeOnExamine)
-          c.close()
-          return
-        }
-        if (f.examine) send(`${tag} ${f.examine}`)
-        else
-          send(
-            '* FLAGS (\\Answered \\Seen \\Deleted)',
-            '* 3 EXISTS',
-            '* 1 RECENT',
-            '* OK [UIDVALIDITY 7] UIDs valid',
-            ok('[READ-ONLY] Examine completed'),
-          )
-      } else if (verb === 'SEARCH') {
-        send('* SEARCH 2 3', ok())
-      } else if (verb === 'STATUS') {
-        send(...(f.status ? [`${tag} ${f.status}`] : ['* STATUS INBOX (MESSAGES 5 RECENT 0 UNSEEN 4)', ok()]))
-      } else if (verb === 'NOOP') {
-        send(ok())
-      } else if (verb === 'LOGOUT') {
-        send('* BYE Logging out', ok())
-        await c.closed() // the client closes once it has the tagged OK
-        return
-      } else {
-        send(`${tag} BAD unknown command`)
-      }
-    }
-  }
-}
 
 const ca = () => certs().caFile
 const USER = '{ username: probe@mx.test, password: s3cr3t-pw }'

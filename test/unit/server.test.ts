@@ -201,3 +201,51 @@ test('server: /config shows the modules with secrets redacted; health endpoints 
   assert.equal((await get('/nothing')).status, 404)
   assert.equal((await get('/logs?id=12345')).status, 404)
 })
+
+test('server: finished probes are garbage: 300 probes retain (almost) no heap', async (t) => {
+  // Each probe's listeners used to hang on an AbortSignal.timeout until it fired, keeping the probe's
+  // sockets, session and registry alive for the whole deadline: at scrape rates, heap exhaustion.
+  const { setFlagsFromString } = await import('node:v8')
+  const { runInNewContext } = await import('node:vm')
+  const { EventEmitter } = await import('node:events')
+  const { handleProbe } = await import('../../src/handler.ts')
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const smtp = await okSmtp(t)
+  const config = parseConfig(CONFIG, 'test.yml')
+  const deps = {
+    logger: silentLogger,
+    history: new History(0, 0),
+    metrics: createExporterMetrics('t'),
+    timeoutOffset: 0.5,
+    roundtripStates: new RoundtripStates(),
+  }
+  const client = new AbortController()
+  const once = async () => {
+    const answer = await handleProbe(
+      {
+        moduleName: 'plain',
+        module: config.modules['plain']!,
+        target: `127.0.0.1:${smtp.port}`,
+        scrapeTimeout: undefined,
+        debug: false,
+        openMetrics: false,
+        clientSignal: client.signal,
+      },
+      deps,
+    )
+    assert.match(answer.body, /probe_success 1/)
+  }
+  for (let i = 0; i < 20; i++) await once() // warm-up: code, caches
+  gc()
+  const before = process.memoryUsage().heapUsed
+  for (let i = 0; i < 300; i++) await once()
+  gc()
+  const retainedKiB = (process.memoryUsage().heapUsed - before) / 1024
+  assert.ok(retainedKiB < 1500, `300 finished probes retain ${retainedKiB.toFixed(0)} KiB`)
+  assert.equal(
+    EventEmitter.getEventListeners(client.signal, 'abort').length,
+    0,
+    'no listener left on the client signal',
+  )
+})

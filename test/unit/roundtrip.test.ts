@@ -1,0 +1,323 @@
+// roundtrip prober against in-process servers: a scripted SMTP server delivers into an in-memory mailbox that a
+// scripted IMAP (or POP3) server serves, so polling, the header-scan fallback, Junk, deletion and the sweep show
+// on the wire.
+import assert from 'node:assert/strict'
+import type { TestContext } from 'node:test'
+import { after, test } from 'node:test'
+import { MailStore, imapScript, type ImapFaults } from '../servers/imap.ts'
+import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
+import { smtpScript } from '../servers/smtp.ts'
+import { probe } from '../helpers/probe.ts'
+
+// A late imapflow error without a listener, or a rejection nobody awaits, must never happen.
+const stray: unknown[] = []
+process.on('unhandledRejection', (err) => stray.push(err))
+process.on('uncaughtException', (err) => stray.push(err))
+after(() => {
+  assert.deepEqual(stray, [])
+})
+
+const ALL_CAPS = 'IMAP4rev1 AUTH=PLAIN IDLE UIDPLUS'
+
+/** A sync round-trip module: SMTP without TLS to the probe's target, the receiving leg on `receivePort`. */
+function roundtripModule(
+  receivePort: number,
+  options: { protocol?: 'imap' | 'pop3'; timeout?: string | undefined; extra?: string[] | undefined } = {},
+) {
+  const protocol = options.protocol ?? 'imap'
+  return `
+prober: roundtrip
+timeout: ${options.timeout ?? '3s'}
+allowed_targets: [127.0.0.1]
+roundtrip:
+  poll_interval: 50ms
+  cleanup_reserve: 500ms
+  smtp:
+    tls: none
+    send: { from: probe@mx.test, to: probe@mx.test }
+  receive:
+    protocol: ${protocol}
+    target: 127.0.0.1:${receivePort}
+    ${protocol}:
+      tls: none
+      auth: { username: probe@mx.test, password: s3cr3t-pw, allow_plaintext: true }
+  ${(options.extra ?? []).join('\n  ')}`
+}
+
+/**
+ * An SMTP server whose accepted mail lands in `store` (after `delayMs`, in `folder`; never with deliver: false),
+ * and an IMAP server on the same store.
+ */
+async function imapRig(
+  t: TestContext,
+  options: {
+    caps?: string
+    store?: MailStore
+    delayMs?: number
+    folder?: string
+    deliver?: boolean
+    faults?: ImapFaults
+  } = {},
+) {
+  const store = options.store ?? new MailStore()
+  /** Where our mail went: its UID. */
+  const ours: number[] = []
+  const imap = await scriptedServer(
+    t,
+    imapScript({ caps: options.caps ?? ALL_CAPS, store, ...options.faults }),
+  )
+  const smtp = await scriptedServer(
+    t,
+    smtpScript({
+      starttls: false,
+      onMessage: (raw) => {
+        if (options.deliver === false) return
+        setTimeout(() => ours.push(store.deliver(raw, { folder: options.folder })), options.delayMs ?? 0)
+      },
+    }),
+  )
+  return {
+    store,
+    imap,
+    smtp,
+    ours,
+    /** One probe; `extra` are lines under `roundtrip:`. */
+    run: ({ extra, timeout, moduleName }: { extra?: string[]; timeout?: string; moduleName?: string } = {}) =>
+      probe(
+        roundtripModule(imap.port, { extra, timeout }),
+        `127.0.0.1:${smtp.port}`,
+        moduleName === undefined ? {} : { moduleName },
+      ),
+  }
+}
+
+/** The IMAP commands a client sent, without tags (continuation lines and DONE included as sent). */
+const commands = (received: readonly string[]) => received.map((l) => l.replace(/^[A-Z0-9.]+ (?=[A-Z])/, ''))
+/** Any command that expunges: EXPUNGE, UID EXPUNGE, or CLOSE (which expunges silently). */
+const expunging = (received: readonly string[]) =>
+  commands(received).filter((l) => /^(UID EXPUNGE|EXPUNGE|CLOSE)\b/i.test(l))
+
+function mail(headers: Record<string, string>, body = 'hello\r\n') {
+  const head = Object.entries({ From: 'friend@example.org', To: 'probe@mx.test', ...headers })
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\r\n')
+  return `${head}\r\n\r\n${body}`
+}
+/** A probe mail as another scrape (or module) left it in the mailbox. */
+const probeMail = (id: string, module: string, sentAt: number) =>
+  mail({
+    Subject: `mailprobe test ${id}`,
+    'X-Mailprobe-Id': id,
+    'X-Mailprobe-Module': module,
+    'X-Mailprobe-Sent': String(sentAt),
+  })
+const subjects = (store: MailStore, folder = 'INBOX') =>
+  store.mails(folder).map((m) => /^Subject: (.*)$/m.exec(m.raw)?.[1])
+
+test('roundtrip: without IDLE the mail is found by NOOP polling, then deleted by UID', async (t) => {
+  const rig = await imapRig(t, { caps: 'IMAP4rev1 AUTH=PLAIN UIDPLUS', delayMs: 150 })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_roundtrip_found'), 1)
+  assert.equal(r.value('probe_roundtrip_found_in_junk'), 0)
+  const sent = commands(rig.imap.received)
+  assert.ok(!sent.some((l) => /^IDLE\b/.test(l)), 'no IDLE without the capability')
+  // The server announces new mail only when asked: NOOP is what made it visible.
+  assert.ok(sent.filter((l) => l === 'NOOP').length >= 1, sent.join('\n'))
+  const delivery = r.value('probe_roundtrip_delivery_seconds') ?? -1
+  assert.ok(delivery >= 0.15 && delivery < 1, `delivery ${delivery}s`)
+  assert.ok((r.value('probe_roundtrip_arrival_seconds') ?? -1) >= 0, 'INTERNALDATE was read')
+  for (const phase of ['send', 'detect', 'fetch', 'cleanup'])
+    assert.ok((r.value('probe_roundtrip_duration_seconds', { phase }) ?? 0) > 0, `phase ${phase}`)
+  assert.deepEqual(rig.store.mails(), [], 'our mail is gone')
+  assert.deepEqual(rig.imap.errors, [])
+  assert.deepEqual(rig.smtp.errors, [])
+})
+
+// The mail arrives after the receiving leg's SELECT, so imapflow's UIDNEXT (from that SELECT) does not
+// cover it: the scan must follow the message count, not UIDNEXT.
+test('roundtrip: when SEARCH finds nothing (a slow indexer), the header scan of new messages finds the mail', async (t) => {
+  const store = new MailStore({ searchFindsNothing: true })
+  store.deliver(mail({ Subject: 'a user mail already in the inbox' }))
+  const rig = await imapRig(t, { store, delayMs: 100 })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_roundtrip_found'), 1)
+  const sent = commands(rig.imap.received)
+  assert.ok(
+    sent.some((l) => /^(UID )?FETCH \S+ \(UID BODY\.PEEK\[HEADER\.FIELDS \(x-mailprobe-id /i.test(l)),
+    sent.join('\n'),
+  )
+  assert.deepEqual(subjects(rig.store), ['a user mail already in the inbox'], 'only our mail was deleted')
+})
+
+test('roundtrip: without UIDPLUS our mail is only flagged \\Deleted and nothing is expunged', async (t) => {
+  const store = new MailStore()
+  store.deliver(mail({ Subject: 'deleted by the user, not expunged yet' }), { flags: ['\\Deleted'] })
+  const rig = await imapRig(t, { store, caps: 'IMAP4rev1 AUTH=PLAIN IDLE' })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  const [uid] = rig.ours
+  assert.equal(uid, 2)
+  const sent = commands(rig.imap.received)
+  assert.ok(sent.includes('UID STORE 2 +FLAGS (\\Deleted)'), sent.join('\n'))
+  assert.deepEqual(expunging(rig.imap.received), [], 'no EXPUNGE, UID EXPUNGE or CLOSE')
+  assert.deepEqual(rig.store.expunged, [])
+  assert.deepEqual(
+    rig.store.mails().map((m) => [m.uid, m.flags]),
+    [
+      [1, ['\\Deleted']],
+      [2, ['\\Deleted']],
+    ],
+    "the user's \\Deleted mail is still there, and ours waits flagged for the user's next expunge",
+  )
+  assert.match(r.debug, /lacks UIDPLUS/)
+})
+
+test('roundtrip: with UIDPLUS exactly UID EXPUNGE of our UID is sent, never a bare EXPUNGE', async (t) => {
+  const store = new MailStore()
+  store.deliver(mail({ Subject: 'deleted by the user, not expunged yet' }), { flags: ['\\Deleted'] })
+  const rig = await imapRig(t, { store })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.deepEqual(rig.ours, [2])
+  assert.deepEqual(expunging(rig.imap.received), ['UID EXPUNGE 2'])
+  assert.deepEqual(rig.store.expunged, [{ command: 'UID EXPUNGE', folder: 'INBOX', uids: [2] }])
+  assert.deepEqual(
+    rig.store.mails().map((m) => [m.uid, m.flags]),
+    [[1, ['\\Deleted']]],
+  )
+})
+
+test('roundtrip: a mail delivered into the \\Junk folder is found there, reported, and deleted there', async (t) => {
+  const store = new MailStore({ junk: 'Spam' })
+  store.deliver(mail({ Subject: 'user mail in the inbox' }))
+  const rig = await imapRig(t, { store, folder: 'Spam', delayMs: 50 })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_roundtrip_found'), 1)
+  assert.equal(r.value('probe_roundtrip_found_in_junk'), 1)
+  assert.ok(commands(rig.imap.received).includes('SELECT Spam'))
+  assert.deepEqual(rig.store.expunged, [{ command: 'UID EXPUNGE', folder: 'Spam', uids: [1] }])
+  assert.deepEqual(rig.store.mails('Spam'), [])
+  assert.deepEqual(subjects(rig.store), ['user mail in the inbox'])
+})
+
+test('roundtrip (sync): a mail that never arrives fails in phase detect before the deadline, and still logs out', async (t) => {
+  const rig = await imapRig(t, { deliver: false })
+  const r = await rig.run({ timeout: '2s' })
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'detect', r.debug)
+  assert.equal(r.value('probe_roundtrip_found'), 0)
+  assert.match(r.debug, /not in the mailbox/)
+  // It waits until cleanup_reserve (500 ms) before the deadline, then answers in time.
+  assert.ok(r.seconds > 1.2 && r.seconds < 2, `answered after ${r.seconds}s`)
+  assert.ok((r.value('probe_roundtrip_duration_seconds', { phase: 'cleanup' }) ?? 0) > 0)
+  assert.ok(commands(rig.imap.received).includes('LOGOUT'), 'cleanup ran and logged out')
+  assert.equal(rig.smtp.connections, 1)
+})
+
+test("roundtrip: the sweep deletes this module's stale probe mails and nothing else", async (t) => {
+  const hour = 3600_000
+  const store = new MailStore({ junk: 'Spam' })
+  const now = Date.now()
+  store.deliver(mail({ Subject: 'user mail' }))
+  store.deliver(probeMail('stale-1', 'sweeper', now - 2 * hour))
+  store.deliver(probeMail('other-1', 'sweeper-b', now - 2 * hour)) // SEARCH matches substrings
+  store.deliver(probeMail('young-1', 'sweeper', now - 60_000))
+  store.deliver(probeMail('broken-1', 'sweeper', Number.NaN)) // no readable send time: kept
+  store.deliver(probeMail('stale-2', 'sweeper', now - 3 * hour), { folder: 'Spam' })
+  const rig = await imapRig(t, { store })
+  const r = await rig.run({ extra: ['sweep_after: 1h'], moduleName: 'sweeper' })
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_roundtrip_swept_total'), 2)
+  assert.deepEqual(subjects(rig.store), [
+    'user mail',
+    'mailprobe test other-1',
+    'mailprobe test young-1',
+    'mailprobe test broken-1',
+  ])
+  assert.deepEqual(rig.store.mails('Spam'), [])
+  assert.deepEqual(rig.ours, [6])
+  assert.deepEqual(rig.store.expunged, [
+    { command: 'UID EXPUNGE', folder: 'INBOX', uids: [2, 6] },
+    { command: 'UID EXPUNGE', folder: 'Spam', uids: [1] },
+  ])
+})
+
+test('roundtrip: a receive leg that refuses the login fails in its auth phase before any mail is sent', async (t) => {
+  const rig = await imapRig(t, {
+    faults: { login: { '*': 'NO [AUTHENTICATIONFAILED] Authentication failed.' } },
+  })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 0)
+  assert.equal(r.failedPhase, 'auth', r.debug)
+  assert.match(r.debug, /AUTHENTICATIONFAILED/)
+  assert.ok((r.value('probe_imap_duration_seconds', { leg: 'receive', phase: 'auth' }) ?? 0) > 0)
+  assert.equal(r.value('probe_roundtrip_duration_seconds', { phase: 'send' }), 0)
+  assert.equal(rig.smtp.connections, 0, 'no SMTP connection: no mail wasted')
+})
+
+/**
+ * A POP3 server whose maildrop is a snapshot taken at login (RFC 1939), as real ones do: a mail delivered
+ * during a session shows only at the next login. DELEs take effect at QUIT. TOP's answer ends with its
+ * terminating "." split from the CRLF around it, in separate writes.
+ */
+function pop3Maildrop(drop: string[]) {
+  return async (c: ScriptConnection) => {
+    c.line('+OK POP3 ready')
+    let snapshot: string[] = []
+    const deleted = new Set<number>()
+    for (;;) {
+      const line = await c.expect().catch(() => undefined)
+      if (line === undefined) return
+      const [verb = '', arg = ''] = line.split(' ')
+      const n = Number(arg)
+      const message = snapshot[n - 1]
+      if (verb === 'CAPA') c.line('+OK\r\nTOP\r\nUIDL\r\nUSER\r\n.')
+      else if (verb === 'USER') c.line('+OK')
+      else if (verb === 'PASS') {
+        snapshot = [...drop]
+        c.line('+OK Logged in.')
+      } else if (verb === 'STAT') c.line(`+OK ${String(snapshot.length)} ${String(snapshot.join('').length)}`)
+      else if (verb === 'TOP' && message !== undefined && !deleted.has(n)) {
+        const head = message.split('\r\n\r\n', 1)[0] ?? ''
+        await c.sendChunks([`+OK\r\n${head}\r\n`, '\r\n.', '\r\n'])
+      } else if (verb === 'DELE' && message !== undefined && !deleted.has(n)) {
+        deleted.add(n)
+        c.line('+OK Marked to be deleted.')
+      } else if (verb === 'QUIT') {
+        for (const gone of [...deleted].map((i) => snapshot[i - 1])) drop.splice(drop.indexOf(gone ?? ''), 1)
+        c.line('+OK Logging out.')
+        c.close()
+        return
+      } else c.line('-ERR no such message or command')
+    }
+  }
+}
+
+test('roundtrip: POP3 finds the mail on a later login, DELEs only it, and reads a split TOP terminator', async (t) => {
+  const drop = [mail({ Subject: 'user mail' })]
+  const pop3 = await scriptedServer(t, pop3Maildrop(drop))
+  const received = new Date(Date.now() - 1000).toUTCString().replace('GMT', '+0000')
+  const smtp = await scriptedServer(
+    t,
+    smtpScript({
+      starttls: false,
+      // Like an MTA's local delivery: a Received: stamp on top, whose date says when the mail was stored.
+      onMessage: (raw) => drop.push(`Received: from mx.test by pop.test; ${received}\r\n${raw}`),
+    }),
+  )
+  const r = await probe(roundtripModule(pop3.port, { protocol: 'pop3' }), `127.0.0.1:${smtp.port}`)
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(r.value('probe_roundtrip_found'), 1)
+  assert.ok(pop3.connections >= 2, 'logged in again to see the new mail')
+  assert.equal(pop3.received.filter((l) => l === 'PASS s3cr3t-pw').length, pop3.connections)
+  assert.deepEqual(
+    pop3.received.filter((l) => l.startsWith('DELE')),
+    ['DELE 2'],
+  )
+  assert.ok(r.value('probe_roundtrip_arrival_seconds') !== undefined, 'the Received: date was read')
+  assert.deepEqual(drop, [mail({ Subject: 'user mail' })])
+  assert.deepEqual(pop3.errors, [])
+})
