@@ -26,11 +26,12 @@ export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ct
   // The receiving leg logs in first: IDLE then sees the arrival, and a broken mailbox wastes no mail.
   const mailbox = await openMailbox(settings, ctx)
   try {
+    const round: Round = { target, settings, ctx, phase, mailbox, report }
     if (settings.mode === 'sync') {
-      const swept = await syncRound(target, settings, ctx, phase, mailbox, report)
+      const swept = await syncRound(round)
       await state.update(key, (route) => (route.swept += swept))
     } else {
-      await deferred(target, settings, ctx, phase, mailbox, report, key)
+      await deferredRound(round, key)
     }
   } finally {
     mailbox.close()
@@ -88,15 +89,18 @@ async function sendMail(
   return { id: mail.message.id, acceptedAt: sent.acceptedAt ?? Date.now() }
 }
 
+/** What one scrape of a round trip works with. */
+interface Round {
+  target: Target
+  settings: RoundtripSettings
+  ctx: ProbeContext
+  phase: PhaseTimer<Phase>
+  mailbox: Mailbox
+  report: RoundtripReport
+}
+
 /** One scrape does it all; returns how many stale mails were swept. */
-async function syncRound(
-  target: Target,
-  settings: RoundtripSettings,
-  ctx: ProbeContext,
-  phase: PhaseTimer<Phase>,
-  mailbox: Mailbox,
-  report: RoundtripReport,
-): Promise<number> {
+async function syncRound({ target, settings, ctx, phase, mailbox, report }: Round): Promise<number> {
   const sent = await sendMail(target, settings, ctx, phase)
   // Keep cleanup_reserve of the deadline for deleting the mail and logging out.
   const until = ctx.deadline - settings.cleanup_reserve * 1000
@@ -121,13 +125,8 @@ async function syncRound(
 }
 
 /** Checks the mails of earlier scrapes (found, or lost after lost_after), then sends the next one. */
-async function deferred(
-  target: Target,
-  settings: RoundtripSettings,
-  ctx: ProbeContext,
-  phase: PhaseTimer<Phase>,
-  mailbox: Mailbox,
-  report: RoundtripReport,
+async function deferredRound(
+  { target, settings, ctx, phase, mailbox, report }: Round,
   key: string,
 ): Promise<void> {
   const state = ctx.roundtripStates.get(settings.state_file)

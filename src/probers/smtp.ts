@@ -8,9 +8,10 @@ import type { ProbeContext, Prober } from '../probe.ts'
 import { checkVerified, connectTcp, startTls } from '../protocol/connection.ts'
 import { buildMessage, type ProbeMessage } from '../protocol/message.ts'
 import { resolveHost } from '../protocol/resolve.ts'
-import { chooseMechanisms, ScramClient, xoauth2Response } from '../protocol/sasl.ts'
+import { chooseMechanisms } from '../protocol/sasl.ts'
+import { customAuth } from '../protocol/smtp-auth.ts'
 import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
-import { SmtpSession, type CustomAuthContext, type SmtpPhase } from '../protocol/smtp-session.ts'
+import { SmtpSession, type SmtpPhase } from '../protocol/smtp-session.ts'
 import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
@@ -174,40 +175,6 @@ async function attempt(
     return result
   } finally {
     session.close()
-  }
-}
-
-/** SCRAM and XOAUTH2 through nodemailer's customAuth hook (it has no SCRAM, and XOAUTH2 wants an OAuth client). */
-function customAuth(settings: SmtpSettings): Record<string, (ctx: CustomAuthContext) => Promise<void>> {
-  const auth = settings.auth
-  if (!auth) return {}
-  const scram = (mechanism: 'SCRAM-SHA-1' | 'SCRAM-SHA-256') => async (c: CustomAuthContext) => {
-    const client = new ScramClient(mechanism, auth.username, auth.password?.reveal() ?? '')
-    const first = await c.sendCommand(`AUTH ${mechanism} ${client.first()}`)
-    if (first.status !== 334) throw new ProtocolError('334', first.response, first.status)
-    const final = await c.sendCommand(client.final(first.text.trim()))
-    if (final.status === 334) {
-      client.verify(final.text.trim())
-      const done = await c.sendCommand('')
-      if (done.status !== 235) throw new ProtocolError('235', done.response, done.status)
-    } else if (final.status !== 235) {
-      throw new ProtocolError('235', final.response, final.status)
-    }
-  }
-  return {
-    'SCRAM-SHA-256': scram('SCRAM-SHA-256'),
-    'SCRAM-SHA-1': scram('SCRAM-SHA-1'),
-    XOAUTH2: async (c) => {
-      const reply = await c.sendCommand(
-        `AUTH XOAUTH2 ${xoauth2Response(auth.username, auth.oauth2_token?.reveal() ?? '')}`,
-      )
-      if (reply.status === 334) {
-        // The server's error details come as a 334 challenge; an empty line ends the exchange (RFC 7628 3.2.3).
-        const end = await c.sendCommand('')
-        throw new ProtocolError('235', end.response, end.status)
-      }
-      if (reply.status !== 235) throw new ProtocolError('235', reply.response, reply.status)
-    },
   }
 }
 
