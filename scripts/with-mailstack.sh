@@ -7,7 +7,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [[ -n ${MAILSTACK_DIR:-} ]]; then
   exec "$@"
 fi
-export MAILSTACK_PORT_BASE=${MAILSTACK_PORT_BASE:-10000}
+# The first port base whose ports are all free (10000, 20000, ...), unless the caller chose one.
+port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+base_free() {
+  local p
+  for p in 24 25 110 143 465 587 993 995; do port_free $(($1 + p)) || return 1; done
+}
+if [[ -z ${MAILSTACK_PORT_BASE:-} ]]; then
+  for base in 10000 20000 30000 40000 50000; do
+    if base_free $base; then MAILSTACK_PORT_BASE=$base; break; fi
+  done
+  [[ -n ${MAILSTACK_PORT_BASE:-} ]] || { echo "with-mailstack: no free port base" >&2; exit 1; }
+fi
+export MAILSTACK_PORT_BASE
 dir=$(mktemp -d /tmp/mailprobe-stack.XXXXXX)
 chmod 755 "$dir"
 stop() {
