@@ -24,7 +24,7 @@ export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ct
   const state = ctx.roundtripStates.get(settings.state_file)
   const key = `${ctx.moduleName}|${target.host}:${target.port}`
   // The receiving leg logs in first: IDLE then sees the arrival, and a broken mailbox wastes no mail.
-  const mailbox = await openMailbox(settings, ctx)
+  const mailbox = await onLeg('receive', openMailbox(settings, ctx))
   try {
     const round: Round = { target, settings, ctx, phase, mailbox, report }
     if (settings.mode === 'sync') {
@@ -35,10 +35,22 @@ export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ct
     }
   } finally {
     mailbox.close()
-    const totals = state.snapshot(key)
-    if (settings.mode === 'deferred') report.totals(totals)
-    else report.totals({ ...totals, lost: 0 })
+    report.totals(state.snapshot(key))
     if (mailbox.messages !== undefined) report.messages(mailbox.messages)
+  }
+}
+
+/**
+ * Names a leg's failure by leg: "receive_auth" rather than "auth", which could be either login.
+ * The round trip's own phases (send, detect, fetch, cleanup) stay as they are.
+ */
+async function onLeg<T>(leg: 'send' | 'receive', step: Promise<T>): Promise<T> {
+  try {
+    return await step
+  } catch (err) {
+    if (err instanceof PhaseError && !(PHASES as readonly string[]).includes(err.phase))
+      throw new PhaseError(`${leg}_${err.phase}`, err.cause)
+    throw err
   }
 }
 
@@ -84,7 +96,7 @@ async function sendMail(
 ) {
   const mail = newMail(settings, ctx.moduleName)
   const sent = await phase('send', () =>
-    smtpConversation(target, settings.smtp, ctx, { mail, labels: { leg: 'send' } }),
+    onLeg('send', smtpConversation(target, settings.smtp, ctx, { mail, labels: { leg: 'send' } })),
   )
   return { id: mail.message.id, acceptedAt: sent.acceptedAt ?? Date.now() }
 }

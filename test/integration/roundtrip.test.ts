@@ -195,6 +195,23 @@ test('roundtrip (real stack): a mail that never arrives is counted as lost after
   assert.match(second.debug, /1 mail\(s\) not found within lost_after/)
 })
 
+test('roundtrip (real stack): a failing leg is named in the failed phase (send_auth, receive_auth)', async () => {
+  const module = route()
+  // The first auth block is the SMTP leg's, the second the mailbox's.
+  const wrongSmtp = module.replace('password: probe-secret', 'password: wrong-password')
+  const send = await probe(wrongSmtp, submission, { moduleName: 'legs' })
+  assert.equal(send.value('probe_success'), 0)
+  assert.equal(send.failedPhase, 'send_auth', send.debug)
+  assert.equal(send.value('probe_smtp_status_code', { leg: 'send' }), 535)
+  const wrongMailbox = module.replace(
+    /(receive:[\s\S]*?)password: probe-secret/,
+    '$1password: wrong-password',
+  )
+  const receive = await probe(wrongMailbox, submission, { moduleName: 'legs' })
+  assert.equal(receive.failedPhase, 'receive_auth', receive.debug)
+  assert.doesNotMatch(receive.debug, /test mail accepted/, 'no mail is sent when the mailbox cannot be read')
+})
+
 test('roundtrip (real stack): sync mode fails in phase detect when the mail does not arrive in time', async () => {
   const r = await probe(
     route({ to: stack.voidAddress, timeout: '3s', extra: 'cleanup_reserve: 1s' }),

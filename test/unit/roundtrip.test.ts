@@ -251,7 +251,7 @@ test('roundtrip: a receive leg that refuses the login fails in its auth phase be
   })
   const r = await rig.run()
   assert.equal(r.value('probe_success'), 0)
-  assert.equal(r.failedPhase, 'auth', r.debug)
+  assert.equal(r.failedPhase, 'receive_auth', r.debug)
   assert.match(r.debug, /AUTHENTICATIONFAILED/)
   assert.ok((r.value('probe_imap_duration_seconds', { leg: 'receive', phase: 'auth' }) ?? 0) > 0)
   assert.equal(r.value('probe_roundtrip_duration_seconds', { phase: 'send' }), 0)
