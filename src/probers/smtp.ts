@@ -76,6 +76,15 @@ export async function smtpConversation(
   const labels = options.labels ?? {}
   const phase = phaseTimer(ctx.registry, 'smtp', SMTP_PHASES, ctx.progress, labels)
   const facts = new SmtpFacts(ctx, labels)
+  const retried = (value: number) =>
+    setGauge(
+      ctx.registry,
+      'probe_smtp_auth_retried_with_starttls',
+      'Whether AUTH was retried over a new STARTTLS connection (exported when retry_with_starttls is set)',
+      value,
+      labels,
+    )
+  if (settings.retry_with_starttls) retried(0)
   try {
     return await attempt(target, settings, settings.tls, ctx, phase, facts, options.mail)
   } catch (err) {
@@ -84,13 +93,7 @@ export async function smtpConversation(
     ctx.logger.info('no AUTH worked in the clear; reconnecting with STARTTLS', {
       reason: (err as Error).message,
     })
-    setGauge(
-      ctx.registry,
-      'probe_smtp_auth_retried_with_starttls',
-      'Whether AUTH was retried over a new STARTTLS connection',
-      1,
-      labels,
-    )
+    retried(1)
     return attempt(target, settings, 'starttls', ctx, phase, facts, options.mail)
   }
 }

@@ -201,11 +201,24 @@ interface ScrapeConfig {
   metrics_path?: string
   params?: Record<string, string[]>
   static_configs: { targets: string[]; labels?: Record<string, string> }[]
-  relabel_configs?: { source_labels?: string[]; target_label?: string; replacement?: string }[]
+  relabel_configs?: {
+    source_labels?: string[]
+    target_label?: string
+    regex?: string
+    replacement?: string
+  }[]
 }
 const prometheusYaml = parseYaml(read('deploy/prometheus/prometheus.yml')) as {
   scrape_configs: ScrapeConfig[]
   alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] }
+}
+
+/** The job's default module: the relabel rule that fills in an empty __param_module. */
+function defaultModule(job: ScrapeConfig): string | undefined {
+  return job.relabel_configs?.find(
+    (r) =>
+      r.source_labels?.join() === '__param_module' && r.target_label === '__param_module' && r.regex === '',
+  )?.replacement
 }
 
 /** Module, target and the address the scrape goes to, for each target of the /probe jobs. */
@@ -215,7 +228,7 @@ function probeTargets(job: ScrapeConfig) {
     sc.targets.map((target) => ({
       job: job.job_name,
       target,
-      module: sc.labels?.['__param_module'] ?? job.params?.['module']?.[0],
+      module: sc.labels?.['__param_module'] ?? defaultModule(job),
       exporter,
     })),
   )
@@ -243,7 +256,7 @@ test('prometheus.yml: the probe jobs follow the blackbox relabelling and reach t
     probeJobs.map((j) => j.job_name),
     ['mailprobe', 'mailprobe_roundtrip'],
   )
-  assert.deepEqual(jobs.find((j) => j.job_name === 'mailprobe')?.params, { module: ['smtp_submission'] })
+  assert.equal(defaultModule(jobs.find((j) => j.job_name === 'mailprobe')!), 'smtp_submission')
   for (const job of probeJobs) {
     // The rules select the probe jobs with job=~"mailprobe.*".
     assert.match(job.job_name, /^mailprobe/)
@@ -251,7 +264,11 @@ test('prometheus.yml: the probe jobs follow the blackbox relabelling and reach t
     const copies = relabel
       .filter((r) => r.source_labels)
       .map((r) => [r.source_labels?.join(','), r.target_label])
+    // Prometheus 2 lets a job's params override the targets' __param_module labels
+    // (prometheus/prometheus#11029): the default module is set by relabelling instead.
+    assert.equal(job.params, undefined, `${job.job_name}: params`)
     assert.deepEqual(copies, [
+      ['__param_module', '__param_module'],
       ['__address__', '__param_target'],
       ['__param_target', 'instance'],
       ['__param_module', 'module'],

@@ -209,6 +209,13 @@ test('smtp: retry_with_starttls reconnects over TLS when AUTH is not offered in 
   assert.equal(server.connections, 2)
   assert.equal(r.value('probe_smtp_auth_retried_with_starttls'), 1)
   assert.equal(r.value('probe_tls_version_info', { version: 'TLS 1.3' }), 1)
+  // STARTTLS offered and used on the first connection: no retry, and the metric says 0.
+  const first = await probe(
+    submission('retry_with_starttls: true').replace('tls: starttls', 'tls: starttls_opportunistic'),
+    `127.0.0.1:${server.port}`,
+  )
+  assert.equal(first.value('probe_success'), 1, first.debug)
+  assert.equal(first.value('probe_smtp_auth_retried_with_starttls'), 0)
 })
 
 test('smtp: try_all_mechanisms goes on to the next mechanism after a 535', async (t) => {
