@@ -5,7 +5,7 @@ import { LineCounter, parseDocument, isCollection, isMap, isScalar, type Node as
 import { z } from 'zod'
 import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
-import { parseTargetRule, type TargetRule } from './targets.ts'
+import { parseTarget, parseTargetRule, type TargetRule } from './targets.ts'
 
 // ---------------------------------------------------------------- building blocks
 
@@ -297,6 +297,12 @@ const RoundtripSettingsSchema = z
         message: 'a round trip needs smtp.send (from, to)',
       })
     const leg = r.receive.protocol
+    const receiveTls = r.receive[leg]?.tls
+    const receivePort =
+      leg === 'imap' ? (receiveTls === 'implicit' ? 993 : 143) : receiveTls === 'implicit' ? 995 : 110
+    const receiveTarget = parseTarget(r.receive.target, receivePort)
+    if (typeof receiveTarget === 'string')
+      ctx.addIssue({ code: 'custom', path: ['receive', 'target'], message: receiveTarget })
     if (r.receive[leg] === undefined)
       ctx.addIssue({
         code: 'custom',
@@ -310,19 +316,24 @@ export type RoundtripSettings = z.output<typeof RoundtripSettingsSchema>
 
 // ---------------------------------------------------------------- modules
 
-const targetRules = z.array(z.string().min(1)).transform((rules, ctx) => {
-  const parsed: TargetRule[] = []
-  rules.forEach((text, i) => {
-    const rule = parseTargetRule(text)
-    if (typeof rule === 'string') ctx.issues.push({ code: 'custom', input: text, path: [i], message: rule })
-    else parsed.push(rule)
+const targetRules = z
+  .array(z.string().min(1))
+  .min(1, 'allowed_targets needs at least one entry')
+  .transform((rules, ctx) => {
+    const parsed: TargetRule[] = []
+    rules.forEach((text, i) => {
+      const rule = parseTargetRule(text)
+      if (typeof rule === 'string') ctx.issues.push({ code: 'custom', input: text, path: [i], message: rule })
+      else parsed.push(rule)
+    })
+    return parsed
   })
-  return parsed
-})
 
 /** Keys every module has, whatever its prober. */
 const moduleFields = {
-  timeout: duration.default(10),
+  timeout: duration
+    .refine((s) => s <= 3600, 'timeout is at most 1h (a probe answers within one scrape)')
+    .default(10),
   /** A fixed target: /probe may omit `target`, and any other target is refused. */
   target: z.string().min(1).optional(),
   /** Targets /probe accepts: host, host:port, .domain (any subdomain), IP or CIDR network. */
@@ -350,6 +361,50 @@ const RoundtripModuleSchema = z.strictObject({
   roundtrip: RoundtripSettingsSchema,
 })
 
+type AnyModule = z.output<
+  typeof SmtpModuleSchema | typeof Pop3ModuleSchema | typeof ImapModuleSchema | typeof RoundtripModuleSchema
+>
+
+/** Each protocol section of a module that logs in, with its path in the config. */
+function legsWithAuth(
+  m: AnyModule,
+): [string[], { tls: string; auth: { allow_plaintext: boolean }; retry_with_starttls?: boolean }][] {
+  const legs: [
+    string[],
+    { tls: string; auth?: { allow_plaintext: boolean } | undefined; retry_with_starttls?: boolean },
+  ][] = []
+  switch (m.prober) {
+    case 'smtp':
+      legs.push([['smtp'], m.smtp])
+      break
+    case 'pop3':
+      legs.push([['pop3'], m.pop3])
+      break
+    case 'imap':
+      legs.push([['imap'], m.imap])
+      break
+    case 'roundtrip':
+      legs.push([['roundtrip', 'smtp'], m.roundtrip.smtp])
+      if (m.roundtrip.receive.imap) legs.push([['roundtrip', 'receive', 'imap'], m.roundtrip.receive.imap])
+      if (m.roundtrip.receive.pop3) legs.push([['roundtrip', 'receive', 'pop3'], m.roundtrip.receive.pop3])
+  }
+  return legs.flatMap(([path, leg]) => (leg.auth ? [[path, { ...leg, auth: leg.auth }]] : []))
+}
+
+/** The port a bare host means for this module (the protocol's well-known port for its TLS mode). */
+export function defaultPort(module: AnyModule): number {
+  switch (module.prober) {
+    case 'smtp':
+      return module.smtp.tls === 'implicit' ? 465 : 25
+    case 'pop3':
+      return module.pop3.tls === 'implicit' ? 995 : 110
+    case 'imap':
+      return module.imap.tls === 'implicit' ? 993 : 143
+    case 'roundtrip':
+      return module.roundtrip.smtp.tls === 'implicit' ? 465 : 25
+  }
+}
+
 const ModuleSchema = z
   .discriminatedUnion('prober', [SmtpModuleSchema, Pop3ModuleSchema, ImapModuleSchema, RoundtripModuleSchema])
   .superRefine((m, ctx) => {
@@ -361,6 +416,35 @@ const ModuleSchema = z
         message:
           'this module sends credentials: restrict where with `target` or `allowed_targets`, ' +
           'so that nobody can make the exporter send them to a host of their choosing',
+      })
+    if (m.target !== undefined) {
+      // A fixed target is the module's only allowed target: it must parse, or nothing would be checked.
+      const parsed = parseTarget(m.target, defaultPort(m))
+      if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', path: ['target'], message: parsed })
+      if (m.allowed_targets !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['allowed_targets'],
+          message: 'give `target` (one fixed target) or `allowed_targets`, not both',
+        })
+    }
+    for (const [path, leg] of legsWithAuth(m))
+      if (
+        leg.tls === 'none' &&
+        !leg.auth.allow_plaintext &&
+        !('retry_with_starttls' in leg && leg.retry_with_starttls)
+      )
+        ctx.addIssue({
+          code: 'custom',
+          path: [...path, 'tls'],
+          message:
+            'tls: none would send the password in the clear: set auth.allow_plaintext: true to allow that',
+        })
+    if (m.prober === 'roundtrip' && m.roundtrip.cleanup_reserve >= m.timeout)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['roundtrip', 'cleanup_reserve'],
+        message: `cleanup_reserve (${m.roundtrip.cleanup_reserve}s) must be less than the timeout (${m.timeout}s)`,
       })
   })
 

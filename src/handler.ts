@@ -66,8 +66,9 @@ function chooseTarget(req: ProbeRequest): Target | ProbeResponse {
   if (typeof target === 'string')
     return { status: 400, contentType: TEXT, body: `invalid target: ${target}\n` }
   if (req.module.target !== undefined) {
+    // The config check parses fixed targets; should one still not parse, refuse rather than allow anything.
     const fixed = parseTarget(req.module.target, port)
-    if (typeof fixed !== 'string' && (fixed.host !== target.host || fixed.port !== target.port))
+    if (typeof fixed === 'string' || fixed.host !== target.host || fixed.port !== target.port)
       return {
         status: 403,
         contentType: TEXT,

@@ -44,16 +44,4 @@ export function runProber(target: Target, module: Module, ctx: ProbeContext): Pr
   }
 }
 
-/** The port a bare host means for this module (the protocol's well-known port for its TLS mode). */
-export function defaultPort(module: Module): number {
-  switch (module.prober) {
-    case 'smtp':
-      return module.smtp.tls === 'implicit' ? 465 : 25
-    case 'pop3':
-      return module.pop3.tls === 'implicit' ? 995 : 110
-    case 'imap':
-      return module.imap.tls === 'implicit' ? 993 : 143
-    case 'roundtrip':
-      return module.roundtrip.smtp.tls === 'implicit' ? 465 : 25
-  }
-}
+export { defaultPort } from './config.ts'

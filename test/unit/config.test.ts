@@ -57,6 +57,21 @@ const INVALID: Record<string, string[]> = {
   'invalid-receive-leg-missing.yml': [
     '10:9: modules.route.roundtrip.receive.pop3: receive.protocol is pop3: receive.pop3 (with auth) is required',
   ],
+  'invalid-fixed-target.yml': [
+    '4:13: modules.submission.target: "smtp://mail.example.com:587" is not a host or host:port',
+  ],
+  'invalid-plaintext-login.yml': [
+    '6:12: modules.mailbox.imap.tls: tls: none would send the password in the clear: set auth.allow_plaintext: true to allow that',
+  ],
+  'invalid-target-and-allowed.yml': [
+    '5:22: modules.mailbox.allowed_targets: give `target` (one fixed target) or `allowed_targets`, not both',
+  ],
+  'invalid-receive-target.yml': [
+    '11:17: modules.route.roundtrip.receive.target: "imap.example.com:99999" has no valid port (1-65535)',
+  ],
+  'invalid-timeout-too-long.yml': [
+    '4:14: modules.mx.timeout: timeout is at most 1h (a probe answers within one scrape)',
+  ],
   'invalid-no-modules.yml': [
     '1:1: modules: Invalid input: expected record, received undefined',
     '1:1: module: unknown key "module"',

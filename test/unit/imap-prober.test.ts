@@ -242,8 +242,13 @@ test('imap: insecure_skip_verify completes the handshake for the facts but sends
 
 test('imap: credentials are refused without TLS unless allow_plaintext', async (t) => {
   const caps = 'IMAP4rev1 ID NAMESPACE AUTH=PLAIN'
+  await assert.rejects(
+    probe(imapModule({ tls: 'none' }), target(1)),
+    /imap\.tls: tls: none would send the password in the clear/,
+  )
+  // At run time: an opportunistic session against a server without STARTTLS ends up in the clear.
   const refused = await scriptedServer(t, imapScript({ caps }))
-  const r1 = await probe(imapModule({ tls: 'none' }), target(refused.port))
+  const r1 = await probe(imapModule({ tls: 'starttls_opportunistic' }), target(refused.port))
   assert.equal(r1.failedPhase, 'auth')
   assert.match(r1.debug, /without TLS/)
   assert.ok(!sentCredentials(refused.received))

@@ -236,9 +236,14 @@ test('pop3: stls_opportunistic uses STLS when it is offered', async (t) => {
   assert.ok((r.value('probe_pop3_duration_seconds', { phase: 'tls' }) ?? 0) > 0)
 })
 
-test('pop3: tls: none sends credentials only with allow_plaintext', async (t) => {
-  const refused = await scriptedServer(t, pop3Script())
-  const r1 = await probe(pop3Module('tls: none'), target(refused.port))
+test('pop3: credentials go in the clear only with allow_plaintext', async (t) => {
+  await assert.rejects(
+    probe(pop3Module('tls: none'), target(1)),
+    /pop3\.tls: tls: none would send the password in the clear/,
+  )
+  // At run time: an opportunistic session against a server without STLS ends up in the clear.
+  const refused = await scriptedServer(t, pop3Script({ capa: DEFAULT_CAPA.filter((c) => c !== 'STLS') }))
+  const r1 = await probe(pop3Module('tls: stls_opportunistic'), target(refused.port))
   assert.equal(r1.failedPhase, 'auth')
   assert.deepEqual(credentialLines(refused.received), [])
 

@@ -185,8 +185,14 @@ test('smtp: STARTTLS required but not offered fails in phase starttls before any
 })
 
 test('smtp: credentials are not sent in the clear unless allow_plaintext', async (t) => {
+  // tls: none with credentials and no allow_plaintext is refused when the config loads ...
+  await assert.rejects(
+    probe(submission().replace('tls: starttls', 'tls: none'), '127.0.0.1:25'),
+    /smtp\.tls: tls: none would send the password in the clear/,
+  )
+  // ... and at run time when an opportunistic session ends up in the clear.
   const server = await scriptedServer(t, smtpScript({ starttls: false, authBeforeTls: true }))
-  const plain = submission().replace('tls: starttls', 'tls: none')
+  const plain = submission().replace('tls: starttls', 'tls: starttls_opportunistic')
   const refused = await probe(plain, `127.0.0.1:${server.port}`)
   assert.equal(refused.value('probe_success'), 0)
   assert.equal(refused.failedPhase, 'auth')
