@@ -146,6 +146,8 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   } finally {
     clearTimeout(timer)
     req.clientSignal?.removeEventListener('abort', abort)
+    // Whatever a prober left open is bound to this signal: the probe is over, so close it now.
+    controller.abort()
   }
   const seconds = (performance.now() - start) / 1000
   const success = failure === undefined

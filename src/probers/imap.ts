@@ -4,7 +4,7 @@ import type { ImapAuth, ImapMechanism, ImapModule, ImapSettings } from '../confi
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import { phaseTimer, type PhaseTimer } from '../phases.ts'
 import type { ProbeContext, Prober } from '../probe.ts'
-import { checkVerified, connectTcp, startTls } from '../protocol/connection.ts'
+import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import { authMechanisms, hasCapability } from '../protocol/imap-reply.ts'
 import {
   IMAP_PHASES,
@@ -139,12 +139,11 @@ async function openSession(
   ctx.logger.debug('connected', { address: address.address, port: target.port })
   if (settings.tls === 'implicit') {
     const plain = socket
-    socket = await phase('tls', async () => {
-      const secure = await startTls(plain, target.host, settings.tls_config, ctx.signal, false)
-      recordTlsMetrics(secure, ctx.registry, labels)
-      checkVerified(secure, settings.tls_config)
-      return secure
-    })
+    socket = await phase('tls', () =>
+      startVerifiedTls(plain, target.host, settings.tls_config, ctx.signal, (secure) =>
+        recordTlsMetrics(secure, ctx.registry, labels),
+      ),
+    )
   }
   return new ImapSession({
     socket,

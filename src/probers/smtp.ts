@@ -5,7 +5,7 @@ import { PhaseError, ProtocolError, findCause } from '../errors.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import { phaseTimer } from '../phases.ts'
 import type { ProbeContext, Prober } from '../probe.ts'
-import { checkVerified, connectTcp, startTls } from '../protocol/connection.ts'
+import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import { buildMessage, type ProbeMessage } from '../protocol/message.ts'
 import { resolveHost } from '../protocol/resolve.ts'
 import { chooseMechanisms } from '../protocol/sasl.ts'
@@ -113,12 +113,9 @@ async function attempt(
   logger.debug('connected', { address: address.address, port: target.port })
   if (mode === 'implicit') {
     const plain = socket
-    socket = await phase('tls', async () => {
-      const secure = await startTls(plain, target.host, settings.tls_config, signal, false)
-      facts.tls(secure)
-      checkVerified(secure, settings.tls_config)
-      return secure
-    })
+    socket = await phase('tls', () =>
+      startVerifiedTls(plain, target.host, settings.tls_config, signal, (secure) => facts.tls(secure)),
+    )
   }
 
   const session = new SmtpSession({

@@ -92,6 +92,31 @@ export function startTls(
 }
 
 /**
+ * Implicit TLS on a fresh TCP connection: handshake, report the TLS facts (`onTls`, before the check,
+ * so a bad certificate is still described), then verify. On any failure both sockets are destroyed
+ * at once: the connection must not linger until the server's idle timeout.
+ */
+export async function startVerifiedTls(
+  socket: net.Socket,
+  host: string,
+  config: TlsConfig,
+  signal: AbortSignal,
+  onTls: (secure: tls.TLSSocket) => void,
+): Promise<tls.TLSSocket> {
+  let secure: tls.TLSSocket | undefined
+  try {
+    secure = await startTls(socket, host, config, signal, false)
+    onTls(secure)
+    checkVerified(secure, config)
+    return secure
+  } catch (err) {
+    secure?.destroy()
+    socket.destroy()
+    throw err
+  }
+}
+
+/**
  * Calls `go` once the server's TLS 1.3 session ticket has arrived (or after 10 ms, for servers that
  * send none), so that our next command piggybacks the ACK: a client that speaks at once makes
  * Postfix hold its reply ~40 ms for our delayed ACK (Nagle), which a probe would report as server

@@ -103,3 +103,30 @@ smtp:
   assert.equal(refused.value('probe_success'), 0)
   assert.equal(refused.failedPhase, 'auth')
 })
+
+test('smtp and imap: a certificate that fails on implicit TLS does not leave the connection open', async (t) => {
+  const open = new Set<net.Socket>()
+  const { createServer } = await import('node:tls')
+  const server = createServer({ cert: certs().selfSigned.cert, key: certs().selfSigned.key }, (socket) => {
+    open.add(socket)
+    socket.on('error', () => undefined)
+    socket.on('close', () => open.delete(socket))
+  })
+  server.on('tlsClientError', () => undefined)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => server.close())
+  const port = (server.address() as net.AddressInfo).port
+  const implicit = (prober: 'smtp' | 'imap') => `
+prober: ${prober}
+allowed_targets: [127.0.0.1]
+${prober}:
+  tls: implicit
+  tls_config: { ca_file: ${certs().caFile} }
+  auth: { username: u, password: p }`
+  for (const prober of ['smtp', 'imap'] as const) {
+    const r = await probe(implicit(prober), `127.0.0.1:${port}`)
+    assert.equal(r.failedPhase, 'tls', r.debug)
+  }
+  await waitFor(() => open.size === 0)
+  assert.equal(open.size, 0, 'the server sees every connection closed')
+})
