@@ -1,6 +1,6 @@
 // Deferred round trips: the mails in flight per module and target, kept in a small JSON file across restarts.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { dirname, resolve } from 'node:path'
 
 export interface InFlight {
   id: string
@@ -83,10 +83,12 @@ export class RoundtripStateFile {
 export class RoundtripStates {
   readonly #files = new Map<string | undefined, RoundtripStateFile>()
   get(file: string | undefined): RoundtripStateFile {
-    let state = this.#files.get(file)
+    // One object per file, however its path is spelled (state.json, ./state.json).
+    const path = file === undefined ? undefined : resolve(file)
+    let state = this.#files.get(path)
     if (!state) {
-      state = new RoundtripStateFile(file)
-      this.#files.set(file, state)
+      state = new RoundtripStateFile(path)
+      this.#files.set(path, state)
     }
     return state
   }

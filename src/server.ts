@@ -30,6 +30,11 @@ export function createApp(state: ServerState): express.Express {
   const app = express()
   app.disable('x-powered-by')
 
+  // Express answers HEAD with the GET handler: that would run a whole probe (a round trip sends mail).
+  app.head('/probe', (_req: Request, res: Response) => {
+    res.status(405).set('Allow', 'GET').type(TEXT).send('use GET for /probe\n')
+  })
+
   app.get('/probe', async (req: Request, res: Response) => {
     const moduleName = queryParam(req, 'module')
     const target = queryParam(req, 'target')
@@ -47,7 +52,9 @@ export function createApp(state: ServerState): express.Express {
       res.status(400).type(TEXT).send('module parameter is missing\n')
       return
     }
-    const module = state.config().modules[moduleName as string]
+    const modules = state.config().modules
+    // Own keys only: "constructor" or "__proto__" must not find Object's members.
+    const module = Object.hasOwn(modules, moduleName as string) ? modules[moduleName as string] : undefined
     if (!module) {
       state.metrics.moduleUnknown.inc()
       res

@@ -46,6 +46,11 @@ test('roundtrip state: one object per file, a failing change does not block late
   const states = new RoundtripStates()
   const file = tempFile()
   assert.equal(states.get(file), states.get(file))
+  assert.equal(
+    states.get(file),
+    states.get(file.replace(/\/state\.json$/, '/./state.json')),
+    'however the path is spelled',
+  )
   const state = states.get(file)
   await assert.rejects(
     state.update('k', () => {

@@ -73,12 +73,14 @@ modules:
       auth: { username: probe, password: hunter2-very-secret, allow_plaintext: true }
 `
 
-test('server: /probe says what is wrong with a bad request (400)', async (t) => {
-  const { get } = await start(t, CONFIG)
+test('server: /probe says what is wrong with a bad request (400, 405 for HEAD)', async (t) => {
+  const { get, base } = await start(t, CONFIG)
   const cases: [string, RegExp][] = [
     ['/probe?target=x', /module parameter is missing/],
     ['/probe?module=plain&module=secured&target=x', /module parameter must be given once/],
     ['/probe?module=nope&target=x', /unknown module "nope" \(known: plain, secured, fixed\)/],
+    ['/probe?module=constructor&target=x', /unknown module "constructor"/],
+    ['/probe?module=__proto__&target=x', /unknown module "__proto__"/],
     ['/probe?module=plain', /target parameter is missing/],
     ['/probe?module=plain&target=mx.test:99999', /invalid target: "mx.test:99999" has no valid port/],
   ]
@@ -88,6 +90,9 @@ test('server: /probe says what is wrong with a bad request (400)', async (t) => 
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain/)
     assert.match(await res.text(), message)
   }
+  const head = await fetch(`${base}/probe?module=plain&target=127.0.0.1:1`, { method: 'HEAD' })
+  assert.equal(head.status, 405)
+  assert.equal(head.headers.get('allow'), 'GET')
   const bad = await get('/probe?module=plain&target=127.0.0.1:1', {
     'X-Prometheus-Scrape-Timeout-Seconds': 'soon',
   })
