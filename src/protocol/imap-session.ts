@@ -454,3 +454,16 @@ function imapflowAuth(plan: LoginPlan): AuthOptions {
       return { user: plan.user, accessToken: plan.secret }
   }
 }
+
+/**
+ * UID EXPUNGE of exactly these UIDs (RFC 4315), sent by us through imapflow's internal exec(): its
+ * messageDelete() re-reads the capabilities after STORE and sends a bare EXPUNGE when UIDPLUS is gone
+ * from them, which would remove the user's own \\Deleted mail. test/unit/imap-session.test.ts guards exec().
+ */
+export async function uidExpunge(client: ImapFlow, uids: string): Promise<void> {
+  const internal = client as unknown as {
+    exec(command: string, attributes: { type: string; value: string }[]): Promise<{ next(): void }>
+  }
+  const response = await internal.exec('UID EXPUNGE', [{ type: 'SEQUENCE', value: uids }])
+  response.next() // releases imapflow's command queue, as its own commands do
+}

@@ -6,6 +6,7 @@ import type { ProbeContext } from '../probe.ts'
 import { openImap } from '../probers/imap.ts'
 import type { Target } from '../targets.ts'
 import { sleep } from './abort.ts'
+import { uidExpunge } from './imap-session.ts'
 import { header, parseHeaders } from './headers.ts'
 import {
   MARKER_HEADER,
@@ -80,8 +81,16 @@ export async function openImapMailbox(
       const uids = await session.call(() =>
         client.search({ header: { [MARKER_HEADER.toLowerCase()]: id } }, { uid: true }),
       )
-      const uid = Array.isArray(uids) ? uids[0] : undefined
-      if (uid !== undefined) hits.push({ id, uid, folder, detectedAt: Date.now() })
+      if (!Array.isArray(uids) || uids.length === 0) continue
+      // SEARCH may match loosely (tokenising servers; a bounce quoting our headers is the user's mail):
+      // only a message whose own marker header is exactly our id counts.
+      const messages = await session.call(() =>
+        client.fetchAll(uids.join(','), { uid: true, headers: HEADER_FIELDS }, { uid: true }),
+      )
+      const exact = messages.find(
+        (m) => header(parseHeaders(m.headers?.toString('utf8') ?? ''), MARKER_HEADER) === id,
+      )
+      if (exact) hits.push({ id, uid: exact.uid, folder, detectedAt: Date.now() })
     }
     const missing = ids.filter((id) => !hits.some((h) => h.id === id))
     const box = client.mailbox
@@ -276,10 +285,10 @@ async function remove(
 ) {
   if (uids.length === 0) return
   const range = uids.join(',')
+  await call(() => client.messageFlagsAdd(range, ['\\Deleted'], { uid: true }))
   if (uidplus) {
-    await call(() => client.messageDelete(range, { uid: true }))
+    await call(() => uidExpunge(client, range))
     return
   }
-  await call(() => client.messageFlagsAdd(range, ['\\Deleted'], { uid: true }))
   ctx.logger.warn('server lacks UIDPLUS: probe mails flagged \\Deleted but not expunged', { uids: range })
 }

@@ -153,12 +153,15 @@ export class MailStore {
   readonly expunged: Expunge[] = []
   /** A slow indexer: SEARCH answers nothing while this is set. */
   searchFindsNothing: boolean
+  /** A loose server: SEARCH HEADER matches the value anywhere in the message (tokenising full-text search). */
+  searchMatchesText: boolean
   readonly #folders = new Map<string, Folder>()
   readonly #listeners = new Set<() => void>()
 
   /** `junk`: a folder flagged \Junk in LIST (RFC 6154). */
-  constructor(options: { junk?: string; searchFindsNothing?: boolean } = {}) {
+  constructor(options: { junk?: string; searchFindsNothing?: boolean; searchMatchesText?: boolean } = {}) {
     this.searchFindsNothing = options.searchFindsNothing ?? false
+    this.searchMatchesText = options.searchMatchesText ?? false
     this.#add('INBOX', undefined)
     if (options.junk !== undefined) this.#add(options.junk, '\\Junk')
   }
@@ -367,7 +370,11 @@ class MailboxSession {
       if (key === 'HEADER') {
         const name = tokens[++i] ?? ''
         const value = (tokens[++i] ?? '').toLowerCase()
-        tests.push((m) => headerValues(m.raw, name).some((v) => v.toLowerCase().includes(value)))
+        tests.push((m) =>
+          this.#store.searchMatchesText
+            ? m.raw.toLowerCase().includes(value)
+            : headerValues(m.raw, name).some((v) => v.toLowerCase().includes(value)),
+        )
       } else if (key === 'DELETED' || key === 'UNDELETED') {
         tests.push((m) => m.flags.includes('\\Deleted') === (key === 'DELETED'))
       } else return `BAD search key ${key} not supported here`

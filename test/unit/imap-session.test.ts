@@ -107,3 +107,11 @@ test('imapflow internals: the public pieces we steer it with are where we expect
   assert.equal(client.options.auth?.user, 'u') // our hook replaces options.auth right before login
   assert.equal(client.authenticated, false)
 })
+
+test('imapflow internals: exec() is how uidExpunge sends UID EXPUNGE, and its messageDelete would fall back to EXPUNGE', () => {
+  const client = new ImapFlow({ logger: false, auth: { user: 'u', pass: 'p' } })
+  assert.equal(typeof (client as unknown as { exec: unknown }).exec, 'function')
+  // Why we do not use messageDelete(): it chooses a bare EXPUNGE when UIDPLUS is missing at that moment.
+  const expunge = readFileSync(new URL(import.meta.resolve('imapflow/lib/commands/expunge.js')), 'utf8')
+  assert.match(expunge, /byUid \? 'UID EXPUNGE' : 'EXPUNGE'/)
+})

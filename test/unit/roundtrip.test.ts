@@ -57,6 +57,8 @@ async function imapRig(
     folder?: string
     deliver?: boolean
     faults?: ImapFaults
+    /** Replaces the delivery of our mail (default: into `folder` after `delayMs`). */
+    onMessage?: (raw: string, store: MailStore, ours: number[]) => void
   } = {},
 ) {
   const store = options.store ?? new MailStore()
@@ -71,6 +73,7 @@ async function imapRig(
     smtpScript({
       starttls: false,
       onMessage: (raw) => {
+        if (options.onMessage) return options.onMessage(raw, store, ours)
         if (options.deliver === false) return
         setTimeout(() => ours.push(store.deliver(raw, { folder: options.folder })), options.delayMs ?? 0)
       },
@@ -149,6 +152,30 @@ test('roundtrip: when SEARCH finds nothing (a slow indexer), the header scan of 
     sent.join('\n'),
   )
   assert.deepEqual(subjects(rig.store), ['a user mail already in the inbox'], 'only our mail was deleted')
+})
+
+test('roundtrip: a user mail that merely quotes our marker (a bounce) is neither taken for ours nor deleted', async (t) => {
+  const store = new MailStore({ searchMatchesText: true })
+  const rig = await imapRig(t, {
+    store,
+    onMessage: (raw, s, ours) => {
+      const id = /^X-Mailprobe-Id: (\S+)/m.exec(raw)?.[1] ?? '?'
+      // First a bounce that quotes the probe mail in its body, then (later) the probe mail itself.
+      s.deliver(
+        mail(
+          { Subject: 'Undelivered Mail Returned to Sender' },
+          `Original headers:\r\nX-Mailprobe-Id: ${id}\r\n`,
+        ),
+      )
+      setTimeout(() => ours.push(s.deliver(raw)), 150)
+    },
+  })
+  const r = await rig.run()
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  assert.equal(rig.ours[0], 2, 'the probe mail is the second message')
+  assert.deepEqual(subjects(rig.store), ['Undelivered Mail Returned to Sender'], 'the bounce is still there')
+  const delivery = r.value('probe_roundtrip_delivery_seconds') ?? -1
+  assert.ok(delivery >= 0.15, `found the real mail (${delivery}s), not the bounce at once`)
 })
 
 test('roundtrip: without UIDPLUS our mail is only flagged \\Deleted and nothing is expunged', async (t) => {
