@@ -145,8 +145,12 @@ async function attempt(
   }
   const inPhase = <T>(step: () => Promise<T>) => phaseNamed(undefined, step)
   try {
-    await inPhase(() => session.connect())
-    facts.ehlo(session.ehloReplies)
+    try {
+      await inPhase(() => session.connect())
+    } finally {
+      // Also when STARTTLS or its certificate failed: what the server offered in the clear is known.
+      facts.ehlo(session.ehloReplies)
+    }
     if (mode === 'starttls' && !session.secure)
       throw new PhaseError(
         'starttls',
@@ -232,14 +236,14 @@ class SmtpFacts {
       code,
       this.labels,
     )
-    if (enhanced !== undefined)
-      setGauge(
-        this.#ctx.registry,
-        'probe_smtp_enhanced_status_code',
-        'Last enhanced status code (RFC 3463) as a number: 5.7.8 -> 578',
-        Number(enhanced.replaceAll('.', '')),
-        this.labels,
-      )
+    // Always set with the reply code, so the two describe the same reply (0: that reply had none).
+    setGauge(
+      this.#ctx.registry,
+      'probe_smtp_enhanced_status_code',
+      'Enhanced status code (RFC 3463) of the last reply, as a number: 5.7.8 -> 578; 0 when it had none',
+      enhanced === undefined ? 0 : Number(enhanced.replaceAll('.', '')),
+      this.labels,
+    )
   }
 
   tls(socket: tls.TLSSocket) {

@@ -295,6 +295,12 @@ export class SmtpSession {
   /** QUIT and wait for the server to close. */
   async quit(): Promise<void> {
     this.#enter('quit')
+    // The server may already have closed (e.g. right after accepting the mail): 'end' has been and
+    // will not come again, so waiting for it would only run into the deadline.
+    if (this.#failure) {
+      this.#logger.debug('the server closed the connection before QUIT')
+      return
+    }
     const ended = new Promise<void>((resolve) => this.conn.once('end', resolve))
     this.conn.quit()
     await abortable(ended, this.#signal)

@@ -130,3 +130,38 @@ ${prober}:
   await waitFor(() => open.size === 0)
   assert.equal(open.size, 0, 'the server sees every connection closed')
 })
+
+test('smtp: QUIT after the server has already closed returns at once instead of waiting for the deadline', async (t) => {
+  const { SmtpSession } = await import('../../src/protocol/smtp-session.ts')
+  const { connectTcp } = await import('../../src/protocol/connection.ts')
+  const { testContext } = await import('../helpers/context.ts')
+  const server = await rawServer(t, async (socket, received) => {
+    socket.write('220 mx.test ESMTP\r\n')
+    await waitFor(() => received().includes('EHLO'))
+    socket.end('250 mx.test\r\n') // answers EHLO, then goes away
+  })
+  const ctx = testContext(3000)
+  const session = new SmtpSession({
+    socket: await connectTcp('127.0.0.1', server.port, ctx.signal),
+    host: '127.0.0.1',
+    secured: false,
+    mode: 'none',
+    tlsConfig: { insecure_skip_verify: false } as never,
+    ehloName: 'probe.test',
+    signal: ctx.signal,
+    logger: ctx.logger,
+    customAuth: {},
+    hooks: {
+      addPhase: () => undefined,
+      enterPhase: () => undefined,
+      onReply: () => undefined,
+      onTls: () => undefined,
+    },
+  })
+  t.after(() => session.close())
+  await session.connect()
+  await new Promise((r) => setTimeout(r, 100)) // the close has been seen
+  const start = performance.now()
+  await session.quit()
+  assert.ok(performance.now() - start < 500, 'quit() did not wait for an end that had already come')
+})

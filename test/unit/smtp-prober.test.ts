@@ -159,6 +159,12 @@ for (const [name, cert] of [
     assert.ok(r.value('probe_ssl_earliest_cert_expiry') !== undefined)
     assert.equal(r.value('probe_ssl_last_chain_expiry_timestamp_seconds'), undefined, 'no verified chain')
     assert.ok(!server.received.some((l) => l.startsWith('AUTH')), 'no credentials sent')
+    assert.equal(
+      r.value('probe_smtp_starttls_advertised'),
+      1,
+      'what the server offered in the clear is still reported',
+    )
+    assert.equal(r.value('probe_smtp_ehlo_extension_info', { stage: 'plain', extension: 'STARTTLS' }), 1)
   })
 }
 
@@ -331,4 +337,13 @@ test('smtp: SCRAM-SHA-256 authenticates against a server that checks the proof',
     `127.0.0.1:${server.port}`,
   )
   assert.equal(wrong.failedPhase, 'auth')
+})
+
+test('smtp: the enhanced status code always belongs to the same reply as the reply code', async (t) => {
+  // STARTTLS is answered "220 2.0.0", AUTH "535" without an enhanced code: 535 must not pair with 2.0.0.
+  const server = await scriptedServer(t, smtpScript({ auth: '535 Authentication failed' }))
+  const r = await probe(submission(), `127.0.0.1:${server.port}`)
+  assert.equal(r.failedPhase, 'auth')
+  assert.equal(r.value('probe_smtp_status_code'), 535)
+  assert.equal(r.value('probe_smtp_enhanced_status_code'), 0)
 })
