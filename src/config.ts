@@ -180,6 +180,19 @@ function authSchema<M extends readonly [string, ...string[]]>(mechanisms: M) {
           message: 'password (or password_file, password_env, oauth2_token...) is required',
         })
       }
+      const tokenOnly = new Set(['XOAUTH2', 'OAUTHBEARER'])
+      const usable = (raw.mechanisms ?? []).filter((m) =>
+        tokenOnly.has(m)
+          ? (raw.oauth2_token ?? raw.oauth2_token_file ?? raw.oauth2_token_env)
+          : (raw.password ?? raw.password_file ?? raw.password_env),
+      )
+      if (raw.mechanisms !== undefined && usable.length === 0)
+        ctx.issues.push({
+          code: 'custom',
+          input: raw.mechanisms,
+          path: ['mechanisms'],
+          message: `none of ${raw.mechanisms.join(', ')} can be used: XOAUTH2 and OAUTHBEARER need an oauth2_token, the others a password`,
+        })
       return {
         username: raw.username,
         password,

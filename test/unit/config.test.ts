@@ -72,6 +72,9 @@ const INVALID: Record<string, string[]> = {
   'invalid-timeout-too-long.yml': [
     '4:14: modules.mx.timeout: timeout is at most 1h (a probe answers within one scrape)',
   ],
+  'invalid-mechanisms-unusable.yml': [
+    '9:21: modules.submission.smtp.auth.mechanisms: none of XOAUTH2 can be used: XOAUTH2 and OAUTHBEARER need an oauth2_token, the others a password',
+  ],
   'invalid-no-modules.yml': [
     '1:1: modules: Invalid input: expected record, received undefined',
     '1:1: module: unknown key "module"',
