@@ -13,6 +13,7 @@ import {
   MODULE_HEADER,
   SENT_HEADER,
   isStale,
+  markerOf,
   type FoundMail,
   type Mailbox,
 } from './mailbox.ts'
@@ -262,12 +263,7 @@ async function staleUids(
     .filter((m) => {
       const h = parseHeaders(m.headers?.toString('utf8') ?? '')
       // SEARCH matches substrings: the exact module name is checked here.
-      return isStale(
-        { id: header(h, MARKER_HEADER), module: header(h, MODULE_HEADER), sent: header(h, SENT_HEADER) },
-        module,
-        before,
-        keep,
-      )
+      return isStale(markerOf(h), module, before, keep)
     })
     .map((m) => m.uid)
 }

@@ -6,14 +6,7 @@ import { openPop3, pop3PhaseTimer, recordStat } from '../probers/pop3.ts'
 import type { Target } from '../targets.ts'
 import { sleep } from './abort.ts'
 import { header, parseHeaders, receivedAt } from './headers.ts'
-import {
-  MARKER_HEADER,
-  MODULE_HEADER,
-  SENT_HEADER,
-  isStale,
-  type FoundMail,
-  type Mailbox,
-} from './mailbox.ts'
+import { MARKER_HEADER, isStale, markerOf, type FoundMail, type Mailbox } from './mailbox.ts'
 import type { Pop3Client } from './pop3-client.ts'
 
 interface Scanned {
@@ -96,18 +89,7 @@ export async function openPop3Mailbox(
         return entry ? [entry.number] : []
       })
       const stale = [...scanned.values(), ...others]
-        .filter(({ headers }) =>
-          isStale(
-            {
-              id: header(headers, MARKER_HEADER),
-              module: header(headers, MODULE_HEADER),
-              sent: header(headers, SENT_HEADER),
-            },
-            module,
-            staleBefore,
-            keep,
-          ),
-        )
+        .filter(({ headers }) => isStale(markerOf(headers), module, staleBefore, keep))
         .map((s) => s.number)
         .filter((n) => !ours.includes(n))
       for (const n of [...ours, ...stale]) await open.dele(n)

@@ -1,4 +1,5 @@
 // The receiving leg of a round trip, whatever the protocol: find our marked mails, read when they arrived, delete them.
+import { header } from './headers.ts'
 import { MARKER_HEADER } from './message.ts'
 
 /** Header naming the module that sent a probe mail: a module sweeps only its own stale mails. */
@@ -33,6 +34,15 @@ export interface Mailbox {
   ): Promise<number>
   /** Drops the connection without further commands (errors, the deadline). */
   close(): void
+}
+
+/** Our marker headers of a parsed header block (each undefined when absent). */
+export function markerOf(headers: Map<string, string[]>) {
+  return {
+    id: header(headers, MARKER_HEADER),
+    module: header(headers, MODULE_HEADER),
+    sent: header(headers, SENT_HEADER),
+  }
 }
 
 /** Whether marker headers say: a probe mail of `module`, sent before `before`, not one to keep. */
