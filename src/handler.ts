@@ -1,12 +1,12 @@
 // One probe: target check, deadline, fresh registry, probe_success/duration/failed phase, debug text, history.
 import { Gauge, Registry, type OpenMetricsContentType, type PrometheusContentType } from 'prom-client'
 import { stringify } from 'yaml'
-import { redactModule, type Module } from './config.ts'
+import { defaultPort, redactModule, type Module } from './config.ts'
 import { DeadlineError, PhaseError, findCause } from './errors.ts'
 import type { ExporterMetrics } from './exporter-metrics.ts'
 import type { History } from './history.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
-import { runProber, defaultPort } from './probe.ts'
+import { runProber } from './probe.ts'
 import type { RoundtripStates } from './roundtrip-state.ts'
 import { parseTarget, targetAllowed, type Target } from './targets.ts'
 
@@ -122,8 +122,9 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   logger.debug('beginning probe', { prober: req.module.prober, timeout_seconds: timeout })
   const start = performance.now()
   let failure: unknown
+  // The prober rejects promptly on abort; this race is the guarantee that we answer even if it does not.
+  let giveUp: (() => void) | undefined
   try {
-    // The prober rejects promptly on abort; this race is the guarantee that we answer even if it does not.
     await Promise.race([
       runProber(target, req.module, {
         signal,
@@ -136,9 +137,8 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
         roundtripStates: deps.roundtripStates,
       }),
       new Promise<never>((_, reject) => {
-        signal.addEventListener('abort', () => setTimeout(() => reject(new DeadlineError()), 5), {
-          once: true,
-        })
+        giveUp = () => setTimeout(() => reject(new DeadlineError()), 5)
+        signal.addEventListener('abort', giveUp, { once: true })
       }),
     ])
   } catch (err) {
@@ -146,6 +146,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   } finally {
     clearTimeout(timer)
     req.clientSignal?.removeEventListener('abort', abort)
+    if (giveUp) signal.removeEventListener('abort', giveUp) // the race is decided
     // Whatever a prober left open is bound to this signal: the probe is over, so close it now.
     controller.abort()
   }

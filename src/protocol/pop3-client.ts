@@ -248,8 +248,7 @@ export class Pop3Client {
   /** Closes the socket at once; a pending command rejects. Safe to call more than once. */
   close(): void {
     this.#closed = true
-    // destroy() rather than LineChannel.close(): the channel keeps listening, so a pending read rejects.
-    this.#channel.socket.destroy()
+    this.#channel.close() // a pending read rejects; lines buffered before are dropped
   }
 
   // ------------------------------------------------------------ plumbing
