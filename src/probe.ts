@@ -43,5 +43,3 @@ export function runProber(target: Target, module: Module, ctx: ProbeContext): Pr
       return probeRoundtrip(target, module, ctx)
   }
 }
-
-export { defaultPort } from './config.ts'

@@ -49,18 +49,28 @@ export interface Daemon {
   url: string
   /** The last output lines (stdout and stderr), for failure messages. */
   output(): string
+  /** The last 200 complete output lines, as they came. */
+  lines(): string[]
+  /** Sends a signal (SIGHUP reloads the exporter's config). */
+  kill(signal: NodeJS.Signals): void
   /** SIGTERM, then SIGKILL after 5 s; resolves when the process has exited. */
   stop(): Promise<void>
 }
 
 function supervise(name: string, child: ChildProcess, url: string): Daemon & { exited: Promise<void> } {
   const lines: string[] = []
-  const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString('utf8').split('\n').filter(Boolean))
-    if (lines.length > 200) lines.splice(0, lines.length - 200)
+  // Per stream: a line may arrive in two chunks, so the unfinished tail waits for the rest.
+  const collect = () => {
+    let tail = ''
+    return (chunk: Buffer) => {
+      const parts = (tail + chunk.toString('utf8')).split('\n')
+      tail = parts.pop() ?? ''
+      lines.push(...parts.filter(Boolean))
+      if (lines.length > 200) lines.splice(0, lines.length - 200)
+    }
   }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
+  child.stdout?.on('data', collect())
+  child.stderr?.on('data', collect())
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve()
     else child.once('exit', () => resolve())
@@ -69,6 +79,8 @@ function supervise(name: string, child: ChildProcess, url: string): Daemon & { e
     url,
     exited,
     output: () => `--- ${name} output (last lines) ---\n${lines.slice(-40).join('\n')}`,
+    lines: () => [...lines],
+    kill: (signal) => child.kill(signal),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return
       child.kill('SIGTERM')

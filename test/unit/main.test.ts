@@ -1,53 +1,21 @@
 // The exporter process: flags, listening, reload by SIGHUP and POST /-/reload (a bad config keeps the old one).
 import assert from 'node:assert/strict'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
+import { startExporter } from '../helpers/prometheus.ts'
 
 const GOOD = 'modules:\n  one:\n    prober: smtp\n'
 const BETTER = 'modules:\n  one:\n    prober: smtp\n  two:\n    prober: smtp\n'
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-async function startExporter(t: TestContext, configFile: string, extra: string[] = []) {
-  const port = await freePort()
-  // node --import tsx: one process, so signals reach the exporter itself (npx and tsx would sit in between).
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/main.ts',
-      `--config.file=${configFile}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  let log = ''
-  child.stderr?.on('data', (d: Buffer) => (log += d.toString()))
-  t.after(() => child.kill('SIGTERM'))
-  const base = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(base + '/-/healthy')).ok) return { base, child, log: () => log }
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`exporter did not start: ${log}`)
+/** The exporter from source on a free port, stopped when the test ends. */
+async function exporter(t: TestContext, configFile: string, extra: string[] = []) {
+  const daemon = await startExporter(configFile, extra)
+  t.after(() => daemon.stop())
+  return { base: daemon.url, daemon, log: () => daemon.lines().join('\n') }
 }
 
 async function reloadGauge(base: string) {
@@ -59,7 +27,7 @@ test('main: SIGHUP and POST /-/reload load a new config; a bad one keeps the old
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-main-'))
   const file = join(dir, 'config.yml')
   writeFileSync(file, GOOD)
-  const { base, child, log } = await startExporter(t, file, ['--log.format=json'])
+  const { base, daemon, log } = await exporter(t, file, ['--log.format=json'])
   assert.equal(await reloadGauge(base), 1)
 
   writeFileSync(file, 'modules:\n  one:\n    prober: smtp\n    bogus: 1\n')
@@ -75,7 +43,7 @@ test('main: SIGHUP and POST /-/reload load a new config; a bad one keeps the old
   )
 
   writeFileSync(file, BETTER)
-  child.kill('SIGHUP')
+  daemon.kill('SIGHUP')
   for (let i = 0; i < 50 && (await reloadGauge(base)) !== 1; i++) await new Promise((r) => setTimeout(r, 100))
   assert.equal(await reloadGauge(base), 1)
   assert.match(await (await fetch(base + '/config')).text(), /two:/)
@@ -101,7 +69,7 @@ test('main: probe failures are logged as one logfmt line with module, target and
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-main-'))
   const file = join(dir, 'config.yml')
   writeFileSync(file, GOOD)
-  const { base, log } = await startExporter(t, file)
+  const { base, log } = await exporter(t, file)
   await fetch(base + '/probe?module=one&target=127.0.0.1:1')
   await new Promise((r) => setTimeout(r, 100))
   const lines = log()
