@@ -1,11 +1,11 @@
 // Config: zod schemas for every module kind, loaded from YAML with errors that name file, line and key.
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { LineCounter, parseDocument, isCollection, isMap, isScalar, type Node as YamlNode } from 'yaml'
 import { z } from 'zod'
 import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
 import { parseTarget, parseTargetRule, type TargetRule } from './targets.ts'
+import { ConfigError, parseYamlFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- building blocks
 
@@ -477,64 +477,10 @@ export type Config = z.output<typeof ConfigSchema>
 
 // ---------------------------------------------------------------- loading
 
-export class ConfigError extends Error {
-  override name = 'ConfigError'
-  readonly problems: string[]
-  constructor(file: string, problems: string[]) {
-    super(`${file}: invalid config\n  ${problems.join('\n  ')}`)
-    this.problems = problems
-  }
-}
-
-/** The YAML node a zod issue path points at; for an unknown key, the key itself. */
-function locate(doc: ReturnType<typeof parseDocument>, path: PropertyKey[], unknownKey?: string) {
-  let node: unknown = doc.contents
-  for (const key of path) {
-    if (!isCollection(node)) break
-    const next: unknown = node.get(key, true)
-    // a missing key: point at the map that should hold it
-    if (next === undefined || next === null) break
-    node = next
-  }
-  if (unknownKey !== undefined && isMap(node)) {
-    const pair = node.items.find((p) => isScalar(p.key) && p.key.value === unknownKey)
-    if (pair && isScalar(pair.key)) return pair.key
-  }
-  return node as YamlNode | null
-}
+export { ConfigError }
 
 export function parseConfig(text: string, file: string): Config {
-  const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
-  const where = (offset: number | undefined) => {
-    if (offset === undefined) return file
-    const { line, col } = lineCounter.linePos(offset)
-    return `${file}:${line}:${col}`
-  }
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((e) => {
-        const near = /^[^:\s]+/.exec(text.slice(e.pos[0]))?.[0]
-        const message = e.message.split('\n')[0] ?? e.code
-        return `${where(e.pos[0])}: ${message}${near && e.code === 'DUPLICATE_KEY' ? `: "${near}"` : ''}`
-      }),
-    )
-  }
-  const result = ConfigSchema.safeParse(doc.toJS() ?? {})
-  if (result.success) return result.data
-  const problems = result.error.issues.map((issue) => {
-    const unknown = issue.code === 'unrecognized_keys' ? issue.keys : [undefined]
-    return unknown
-      .map((key) => {
-        const node = locate(doc, issue.path, key)
-        const keyPath = [...issue.path, ...(key === undefined ? [] : [key])].map(String).join('.')
-        const message = key === undefined ? issue.message : `unknown key "${key}"`
-        return `${where(node?.range?.[0])}: ${keyPath || '(top level)'}: ${message}`
-      })
-      .join('\n  ')
-  })
-  throw new ConfigError(file, problems)
+  return parseYamlFile(text, file, ConfigSchema)
 }
 
 export function loadConfig(file: string): Config {

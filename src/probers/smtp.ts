@@ -71,7 +71,15 @@ export async function smtpConversation(
   target: Target,
   settings: SmtpSettings,
   ctx: ProbeContext,
-  options: { mail: Mail | undefined; labels?: Labels },
+  options: {
+    mail: Mail | undefined
+    labels?: Labels
+    /**
+     * Called as soon as DATA is accepted, before QUIT: the mail is on its way even if the connection
+     * fails now (a round trip records it as in flight here, so that it can still be counted as lost).
+     */
+    onAccepted?: (result: SmtpResult) => void | Promise<void>
+  },
 ): Promise<SmtpResult> {
   const labels = options.labels ?? {}
   const phase = phaseTimer(ctx.registry, 'smtp', SMTP_PHASES, ctx.progress, labels)
@@ -86,7 +94,7 @@ export async function smtpConversation(
     )
   if (settings.retry_with_starttls) retried(0)
   try {
-    return await attempt(target, settings, settings.tls, ctx, phase, facts, options.mail)
+    return await attempt(target, settings, settings.tls, ctx, phase, facts, options)
   } catch (err) {
     const cleartext = settings.tls === 'none' || settings.tls === 'starttls_opportunistic'
     if (!(settings.retry_with_starttls && cleartext && findCause(err, AuthUnavailable))) throw err
@@ -94,7 +102,7 @@ export async function smtpConversation(
       reason: (err as Error).message,
     })
     retried(1)
-    return attempt(target, settings, 'starttls', ctx, phase, facts, options.mail)
+    return attempt(target, settings, 'starttls', ctx, phase, facts, options)
   }
 }
 
@@ -105,7 +113,7 @@ async function attempt(
   ctx: ProbeContext,
   phase: ReturnType<typeof phaseTimer<SmtpPhase>>,
   facts: SmtpFacts,
-  mail: Mail | undefined,
+  { mail, onAccepted }: { mail: Mail | undefined; onAccepted?: (result: SmtpResult) => void | Promise<void> },
 ): Promise<SmtpResult> {
   const { signal, logger } = ctx
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, facts.labels))
@@ -169,6 +177,7 @@ async function attempt(
       const id = queueId(reply.slice(4))
       if (id !== undefined) result.queueId = id
       logger.info('test mail accepted', { message_id: mail.message.messageId, queue_id: id, reply })
+      await onAccepted?.(result)
       if (info.rejected.length > 0)
         throw new PhaseError(
           'rcpt',
