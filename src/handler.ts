@@ -91,6 +91,14 @@ function newRegistry(openMetrics: boolean): Registry<PrometheusContentType | Ope
   return registry
 }
 
+/** The messages of an error's causes, below the error itself. */
+function causeMessages(err: unknown): string[] {
+  const messages: string[] = []
+  let e: unknown = err instanceof Error ? err.cause : undefined
+  for (let depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) messages.push(e.message)
+  return messages
+}
+
 export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise<ProbeResponse> {
   const target = chooseTarget(req)
   if ('status' in target) return target
@@ -106,7 +114,10 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     'Returns how long the probe took to complete in seconds',
   )
   gauge('probe_timeout_seconds', 'Returns the deadline of the probe in seconds').set(timeout)
-  const { logger, lines } = createProbeLogger(deps.logger, { module: req.moduleName, target: targetText })
+  const { logger, transcript } = createProbeLogger(deps.logger, {
+    module: req.moduleName,
+    target: targetText,
+  })
   const progress = { phase: undefined as string | undefined }
   const timeoutMs = Math.max(1, Math.round(timeout * 1000))
   const deadlineAt = Date.now() + timeoutMs
@@ -169,6 +180,9 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
       duration_seconds: seconds.toFixed(3),
       err: reason instanceof Error ? reason.message : String(reason),
     })
+    // The reason is said for a person; what lies under it (OpenSSL's text, say) is for ?debug=true.
+    const causes = causeMessages(reason)
+    if (causes.length > 0) logger.debug('failure detail', { causes: causes.join(' <- ') })
   } else {
     logger.debug('probe succeeded', { duration_seconds: seconds.toFixed(3) })
   }
@@ -178,7 +192,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   const metricsText = await registry.metrics()
   const debugText = [
     'Logs for the probe:',
-    ...lines,
+    ...transcript.lines(),
     '',
     'Metrics that would have been returned:',
     metricsText,

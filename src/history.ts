@@ -17,18 +17,31 @@ export class History {
   #failures: ProbeRecord[] = []
   readonly #maxSuccesses: number
   readonly #maxFailures: number
+  readonly #maxBytes: number
+  #bytes = 0
 
-  constructor(maxSuccesses = 50, maxFailures = 200) {
+  /** maxBytes bounds the debug texts kept in all (each probe's transcript is bounded too). */
+  constructor(maxSuccesses = 50, maxFailures = 200, maxBytes = 32 * 1024 * 1024) {
     this.#maxSuccesses = maxSuccesses
     this.#maxFailures = maxFailures
+    this.#maxBytes = maxBytes
   }
 
   add(record: Omit<ProbeRecord, 'id'>): ProbeRecord {
     const full = { ...record, id: this.#nextId++ }
     const list = full.success ? this.#successes : this.#failures
     list.push(full)
-    if (list.length > (full.success ? this.#maxSuccesses : this.#maxFailures)) list.shift()
+    this.#bytes += full.debugText.length
+    if (list.length > (full.success ? this.#maxSuccesses : this.#maxFailures)) this.#drop(list)
+    // Over the byte budget: the oldest successes go first, then the oldest failures (never the new one).
+    while (this.#bytes > this.#maxBytes && this.#successes.length + this.#failures.length > 1)
+      this.#drop(this.#successes.length > (full.success ? 1 : 0) ? this.#successes : this.#failures)
     return full
+  }
+
+  #drop(list: ProbeRecord[]) {
+    const dropped = list.shift()
+    if (dropped) this.#bytes -= dropped.debugText.length
   }
 
   /** Newest first. */

@@ -73,16 +73,110 @@ export function createLogger(
 /** A logger that drops everything (tests, benchmarks). */
 export const silentLogger: Logger = new SinkLogger(() => undefined)
 
+/** How much of its dialogue one probe keeps: a flooding server must not be able to grow memory. */
+export interface TranscriptLimits {
+  /** Longer lines are cut, with a note saying how much. */
+  maxLineBytes: number
+  /** Lines kept from the start, and bytes they may take. */
+  headLines: number
+  headBytes: number
+  /** The last lines, which usually say why a probe failed. */
+  tailLines: number
+  tailBytes: number
+}
+
+export const TRANSCRIPT_LIMITS: TranscriptLimits = {
+  maxLineBytes: 4096,
+  headLines: 800,
+  headBytes: 48 * 1024,
+  tailLines: 200,
+  tailBytes: 16 * 1024,
+}
+
 /**
- * The logger of one probe: every line (debug included) goes to `lines` for ?debug=true and the
- * landing page, and through `parent` to the process log, which applies its own level.
+ * A bounded transcript: the first lines, then (once the head is full) a "... N more lines, M bytes
+ * cut ..." marker, then the newest lines, which usually say why a probe failed.
  */
-export function createProbeLogger(parent: Logger, attrs: Attrs): { logger: Logger; lines: string[] } {
-  const lines: string[] = []
+export class Transcript {
+  readonly #limits: TranscriptLimits
+  readonly #head: string[] = []
+  #headBytes = 0
+  #headFull = false
+  /** A ring of the newest lines once the head is full. */
+  readonly #tail: string[] = []
+  #tailStart = 0
+  #tailBytes = 0
+  #cutLines = 0
+  #cutBytes = 0
+
+  constructor(limits: TranscriptLimits = TRANSCRIPT_LIMITS) {
+    this.#limits = limits
+  }
+
+  add(text: string): void {
+    const limits = this.#limits
+    const line =
+      text.length > limits.maxLineBytes
+        ? `${text.slice(0, limits.maxLineBytes)} ... (${text.length - limits.maxLineBytes} bytes cut)`
+        : text
+    if (!this.#headFull) {
+      if (this.#head.length < limits.headLines && this.#headBytes + line.length <= limits.headBytes) {
+        this.#head.push(line)
+        this.#headBytes += line.length
+        return
+      }
+      this.#headFull = true
+    }
+    this.#tail.push(line)
+    this.#tailBytes += line.length
+    while (
+      this.#tail.length - this.#tailStart > limits.tailLines ||
+      (this.#tailBytes > limits.tailBytes && this.#tail.length - this.#tailStart > 1)
+    ) {
+      const dropped = this.#tail[this.#tailStart] ?? ''
+      this.#tailStart++
+      this.#tailBytes -= dropped.length
+      this.#cutLines++
+      this.#cutBytes += dropped.length
+    }
+    // Compact now and then, so the ring costs O(1) per line and stays bounded.
+    if (this.#tailStart > limits.tailLines) {
+      this.#tail.splice(0, this.#tailStart)
+      this.#tailStart = 0
+    }
+  }
+
+  /** Whether lines are being cut (then debug lines no longer go to the process log either). */
+  get cutting(): boolean {
+    return this.#cutLines > 0
+  }
+
+  lines(): string[] {
+    if (!this.#headFull) return [...this.#head]
+    const marker =
+      this.#cutLines === 0
+        ? '... (transcript limit reached: the newest lines follow) ...'
+        : `... ${this.#cutLines} more lines, ${this.#cutBytes} bytes cut ...`
+    return [...this.#head, marker, ...this.#tail.slice(this.#tailStart)]
+  }
+}
+
+/**
+ * The logger of one probe: every line (debug included) goes to `transcript` for ?debug=true and the
+ * landing page, within TRANSCRIPT_LIMITS, and through `parent` to the process log, which applies
+ * its own level. Once the transcript cuts lines, debug lines are no longer forwarded either: a
+ * flooding server must not flood the process log.
+ */
+export function createProbeLogger(
+  parent: Logger,
+  attrs: Attrs,
+  limits: TranscriptLimits = TRANSCRIPT_LIMITS,
+): { logger: Logger; transcript: Transcript } {
+  const transcript = new Transcript(limits)
   const forward = parent.child(attrs)
   const logger = new SinkLogger((level, msg, a) => {
-    lines.push(formatLogfmt(level, msg, a))
-    forward[level](msg, a)
+    transcript.add(formatLogfmt(level, msg, a))
+    if (level !== 'debug' || !transcript.cutting) forward[level](msg, a)
   })
-  return { logger, lines }
+  return { logger, transcript }
 }

@@ -15,7 +15,11 @@ export function probeGauge(
   return new Gauge({ name, help, labelNames: [...labelNames], registers: [registry] })
 }
 
-/** Sets an info-style gauge (value 1) for each label set. */
+/** At most this many series per info metric and probe, and label values this long: servers choose them. */
+export const MAX_INFO_ROWS = 100
+export const MAX_LABEL_VALUE = 200
+
+/** Sets an info-style gauge (value 1) for each label set (the first MAX_INFO_ROWS, values cut to MAX_LABEL_VALUE). */
 export function setInfo(
   registry: Registry,
   name: string,
@@ -27,7 +31,9 @@ export function setInfo(
   if (!first) return // label names come from the rows: nothing to register without one
   const labelNames = [...Object.keys(extra), ...Object.keys(first)]
   const gauge = probeGauge(registry, name, help, labelNames)
-  for (const row of rows) gauge.set({ ...extra, ...row }, 1)
+  const cut = (labels: Labels) =>
+    Object.fromEntries(Object.entries(labels).map(([k, v]) => [k, v.slice(0, MAX_LABEL_VALUE)]))
+  for (const row of rows.slice(0, MAX_INFO_ROWS)) gauge.set({ ...extra, ...cut(row) }, 1)
 }
 
 /** Sets a plain gauge, with the extra (leg) labels when there are any. */

@@ -30,6 +30,9 @@ export const SMTP_PHASES: readonly SmtpPhase[] = [
   'quit',
 ]
 
+/** How long a failed probe waits for the answer to its closing QUIT. */
+const QUIT_WAIT_MS = 500
+
 /** Mechanisms we can speak: nodemailer's own (PLAIN, LOGIN, CRAM-MD5) plus ours through customAuth. */
 const IMPLEMENTED = SMTP_MECHANISMS
 
@@ -187,6 +190,8 @@ async function attempt(
     await inPhase(() => session.quit())
     return result
   } finally {
+    // A failed probe still ends its session with QUIT while the server is there to hear it.
+    await session.quitQuietly(QUIT_WAIT_MS)
     session.close()
   }
 }

@@ -80,7 +80,7 @@ export function startTls(
     secure.on('error', () => undefined)
     bindSignal(secure, signal)
     const fail = (err: Error) => {
-      reject(err)
+      reject(describeTlsError(err))
     }
     secure.once('error', fail)
     secure.once('secureConnect', () => {
@@ -89,6 +89,26 @@ export function startTls(
       else resolve(secure)
     })
   })
+}
+
+/** OpenSSL's words for "what came back was not a TLS record" (a cleartext server, or HTTP). */
+const NOT_TLS =
+  /wrong version number|packet length too long|unknown protocol|http request|record layer failure/i
+
+/** The server did not answer the handshake with TLS; `cause` keeps OpenSSL's own text for debug output. */
+export class NotTlsError extends Error {
+  override name = 'NotTlsError'
+}
+
+/**
+ * A handshake error as a person reads it: "server did not speak TLS" when OpenSSL saw no TLS
+ * record at all (implicit TLS against a cleartext port), else the error as it is.
+ */
+export function describeTlsError(err: Error): Error {
+  const code = (err as NodeJS.ErrnoException).code ?? ''
+  if (NOT_TLS.test(`${code.replaceAll('_', ' ')} ${err.message}`))
+    return new NotTlsError('server did not speak TLS (is this a cleartext port?)', { cause: err })
+  return err
 }
 
 /**
@@ -138,21 +158,57 @@ export function afterTicket(socket: tls.TLSSocket, go: () => void): void {
   socket.once('session', proceed)
 }
 
+/** A server sent more than a probe will take (a line too long, too much unasked-for data). */
+export class FloodError extends Error {
+  override name = 'FloodError'
+}
+
+export interface LineLimits {
+  /** The longest line accepted, in bytes without CRLF. */
+  maxLine: number
+  /** Bytes of complete lines received but not yet read: a server talking on its own is cut off here. */
+  maxUnread: number
+}
+
+export const LINE_LIMITS: LineLimits = { maxLine: 64 * 1024, maxUnread: 1024 * 1024 }
+
 /** Reads CRLF-terminated lines from a socket that may be swapped for its TLS successor. */
 export class LineChannel {
   #socket: net.Socket
-  #buffer = ''
+  /** Bytes of a line not yet complete (chunks as received, joined once the line ends). */
+  #partial: Buffer[] = []
+  #partialBytes = 0
   #lines: string[] = []
+  #unreadBytes = 0
   #waiter: { resolve: (line: string) => void; reject: (err: Error) => void } | undefined
   #error: Error | undefined
-  readonly #maxLine: number
+  readonly #limits: LineLimits
   readonly #onData = (chunk: Buffer) => {
-    this.#buffer += chunk.toString('latin1')
-    for (let i = this.#buffer.indexOf('\n'); i >= 0; i = this.#buffer.indexOf('\n')) {
-      this.#lines.push(this.#buffer.slice(0, i).replace(/\r$/, ''))
-      this.#buffer = this.#buffer.slice(i + 1)
+    if (this.#error) return
+    let start = 0
+    for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, start)) {
+      const piece = chunk.subarray(start, i)
+      const bytes = this.#partialBytes + piece.length
+      let line = (this.#partialBytes > 0 ? Buffer.concat([...this.#partial, piece]) : piece).toString(
+        'latin1',
+      )
+      this.#partial = []
+      this.#partialBytes = 0
+      if (line.endsWith('\r')) line = line.slice(0, -1)
+      start = i + 1
+      if (bytes > this.#limits.maxLine + 1)
+        return this.#flood(`a line longer than ${this.#limits.maxLine} bytes`)
+      this.#lines.push(line)
+      this.#unreadBytes += line.length + 2
+      if (this.#unreadBytes > this.#limits.maxUnread)
+        return this.#flood(`more than ${this.#limits.maxUnread} bytes that were not asked for`)
     }
-    if (this.#buffer.length > this.#maxLine) this.#fail(new Error(`line longer than ${this.#maxLine} bytes`))
+    if (start < chunk.length) {
+      this.#partial.push(chunk.subarray(start))
+      this.#partialBytes += chunk.length - start
+      if (this.#partialBytes > this.#limits.maxLine + 1)
+        return this.#flood(`a line longer than ${this.#limits.maxLine} bytes`)
+    }
     this.#deliver()
   }
   readonly #onError = (err: Error) => {
@@ -162,10 +218,19 @@ export class LineChannel {
     this.#fail(new Error('connection closed by server'))
   }
 
-  constructor(socket: net.Socket, maxLine = 64 * 1024) {
+  constructor(socket: net.Socket, limits: LineLimits = LINE_LIMITS) {
     this.#socket = socket
-    this.#maxLine = maxLine
+    this.#limits = limits
     this.#listen(socket)
+  }
+
+  /** Stops reading a flooding server at once: the connection is of no further use. */
+  #flood(what: string) {
+    this.#lines = []
+    this.#partial = []
+    this.#partialBytes = 0
+    this.#fail(new FloodError(`the server sent ${what}; connection closed`))
+    this.#socket.destroy()
   }
 
   get socket(): net.Socket {
@@ -194,6 +259,7 @@ export class LineChannel {
     if (!waiter) return
     const line = this.#lines.shift()
     if (line !== undefined) {
+      this.#unreadBytes -= line.length + 2
       this.#waiter = undefined
       waiter.resolve(line)
     } else if (this.#error) {
@@ -216,7 +282,7 @@ export class LineChannel {
 
   /** Whether the server sent more than it was asked for (a reply before our command, pipelining). */
   get hasUnread(): boolean {
-    return this.#lines.length > 0 || this.#buffer.length > 0
+    return this.#lines.length > 0 || this.#partialBytes > 0
   }
 
   write(line: string): void {
@@ -240,7 +306,8 @@ export class LineChannel {
   /** Closes the connection: a pending read fails, and lines buffered before are never handed out. */
   close(): void {
     this.#lines = []
-    this.#buffer = ''
+    this.#partial = []
+    this.#partialBytes = 0
     this.#fail(new Error('connection closed'))
     this.#unlisten(this.#socket)
     this.#socket.destroy()

@@ -9,7 +9,15 @@ import { DeadlineError, PhaseError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { VERSION } from '../version.ts'
 import { abortable } from './abort.ts'
-import { afterTicket, bindSignal, checkVerified, tlsOptions, TlsVerifyError } from './connection.ts'
+import {
+  afterTicket,
+  bindSignal,
+  checkVerified,
+  describeTlsError,
+  FloodError,
+  tlsOptions,
+  TlsVerifyError,
+} from './connection.ts'
 import {
   capabilityList,
   clientCommand,
@@ -76,6 +84,11 @@ export interface SessionHooks {
 interface Internals {
   authenticate(): Promise<boolean>
   authCapabilities: Map<string, boolean>
+  /**
+   * The timer of imapflow's fixed 10 s STARTTLS limit (UPGRADE_TIMEOUT), armed right before our
+   * transport's upgrade() is called. Cleared there: the probe's deadline rules the handshake.
+   */
+  upgradeTimeout: ReturnType<typeof setTimeout> | null
 }
 
 /** What imapflow's pino-style logger is given (src 'c' and 's' are protocol lines). */
@@ -92,6 +105,23 @@ const SELECT_VERBS = new Set(['LIST', 'LSUB', 'SELECT', 'EXAMINE', 'STATUS'])
 const LOGIN_VERBS = new Set(['AUTHENTICATE', 'LOGIN'])
 /** Our signal is the deadline; imapflow's own timers must never fire first. */
 const NEVER_MS = 3600_000
+
+/**
+ * What a server may send a probe. imapflow's own limits default to 1 GiB; a probe reads capability
+ * lists, short SEARCH results and a few header fields, so far less will do. Untagged data is also
+ * bounded per command: a server that floods untagged lines is cut off, not parsed for the deadline.
+ */
+export const IMAP_LIMITS = {
+  maxLineLength: 1024 * 1024,
+  maxLiteralSize: 1024 * 1024,
+  maxResponseSize: 2 * 1024 * 1024,
+  maxUntaggedBytes: 1024 * 1024,
+  /** imapflow takes each line in turn (about 15k to 60k lines a second): lines are bounded too. */
+  maxUntaggedLines: 10_000,
+}
+
+/** Greetings a server may open with (RFC 9051 7.1). */
+const GREETINGS = new Set(['OK', 'PREAUTH', 'BYE'])
 
 export class ImapSession {
   readonly client: ImapFlow
@@ -119,6 +149,12 @@ export class ImapSession {
   #recent: number | undefined
   #loginRefused = false
   #chosen: ImapMechanism | undefined
+  /** Why we hung up on the server ourselves (a garbage greeting, a flood), if we did. */
+  #hungUp: Error | undefined
+  /** A NO or BAD to CAPABILITY before login, and the phase it was in. */
+  #capabilityRefused: { phase: ImapPhase; line: string } | undefined
+  #untaggedBytes = 0
+  #untaggedLines = 0
 
   constructor(options: {
     /** Connected; for implicit TLS the TLSSocket, its certificate already checked. */
@@ -167,6 +203,9 @@ export class ImapSession {
       connectionTimeout: NEVER_MS,
       greetingTimeout: NEVER_MS,
       socketTimeout: NEVER_MS,
+      maxLineLength: IMAP_LIMITS.maxLineLength,
+      maxLiteralSize: IMAP_LIMITS.maxLiteralSize,
+      maxResponseSize: IMAP_LIMITS.maxResponseSize,
     })
     // Mandatory: imapflow emits late socket errors; without a listener Node kills the process.
     this.client.on('error', (err: Error) => {
@@ -258,6 +297,13 @@ export class ImapSession {
     })
   }
 
+  /** Ends the connection from our side, remembering why: that is the probe's failure. */
+  #hangUp(reason: Error) {
+    this.#hungUp ??= reason
+    this.#logger.debug('closing the connection', { reason: reason.message })
+    this.close()
+  }
+
   /** Closes the connection at once; safe to call more than once. */
   close(): void {
     this.#signal.removeEventListener('abort', this.#onAbort)
@@ -327,7 +373,30 @@ export class ImapSession {
     const { tag, word } = serverLine(line)
     if (this.#stage === 'greeting') {
       this.#hooks.addPhase('banner', (now - this.#bannerStart) / 1000)
+      if (tag !== '*' || !GREETINGS.has(word)) {
+        // imapflow would wait for a greeting until the deadline; this is not an IMAP server.
+        this.#hangUp(new ProtocolError('* OK greeting', line))
+        return
+      }
       this.#stage = word === 'PREAUTH' ? 'loggedIn' : 'greeted'
+    }
+    if (tag === '*' || tag === '+') {
+      this.#untaggedBytes += line.length + 2
+      this.#untaggedLines++
+      if (
+        this.#untaggedBytes > IMAP_LIMITS.maxUntaggedBytes ||
+        this.#untaggedLines > IMAP_LIMITS.maxUntaggedLines
+      ) {
+        this.#hangUp(
+          new FloodError(
+            `the server sent more than ${IMAP_LIMITS.maxUntaggedLines} lines or ${IMAP_LIMITS.maxUntaggedBytes} bytes of untagged data for one command; connection closed`,
+          ),
+        )
+        return
+      }
+    } else {
+      this.#untaggedBytes = 0
+      this.#untaggedLines = 0
     }
     // The pre-login lists only: the OK to the login carries the (longer) post-login list.
     const capabilities = this.#loginSent ? undefined : capabilityList(line)
@@ -345,6 +414,9 @@ export class ImapSession {
     if (word === 'NO' || word === 'BAD') {
       this.#refusal = { verb: command.verb, line }
       if (login) this.#loginRefused = true
+      // imapflow goes on without the list; the login would then fail for want of a mechanism.
+      if (command.verb === 'CAPABILITY' && !this.#loginSent && command.phase)
+        this.#capabilityRefused ??= { phase: command.phase, line }
     } else if (word === 'OK' && login) {
       this.#stage = 'loggedIn'
     }
@@ -355,6 +427,8 @@ export class ImapSession {
    * imapflow gives up on it after a fixed 10 s (UPGRADE_TIMEOUT), sooner than a longer deadline.
    */
   #upgrade(plain: Duplex, onSecure: () => void): tls.TLSSocket {
+    const internals = this.client as unknown as Internals
+    if (internals.upgradeTimeout) clearTimeout(internals.upgradeTimeout) // the deadline rules, not a fixed 10 s
     this.#enter('tls')
     const start = performance.now()
     let timed = false
@@ -389,6 +463,10 @@ export class ImapSession {
     const original = internals.authenticate.bind(this.client)
     internals.authenticate = async () => {
       if (this.client.authenticated) return original() // PREAUTH: nothing to send
+      if (this.#capabilityRefused) {
+        const { phase, line } = this.#capabilityRefused
+        throw new PhaseError(phase, new ProtocolError('OK to CAPABILITY', line))
+      }
       this.#enter('auth')
       this.#refusal = undefined // a NO that imapflow let pass before login (ID, say) is not why a login fails
       const plan = this.#hooks.login({
@@ -407,6 +485,11 @@ export class ImapSession {
 
   #connectFailure(err: unknown): PhaseError {
     if (err instanceof PhaseError) return err
+    if (this.#capabilityRefused && !this.#hungUp && !this.#signal.aborted) {
+      // Without a capability list, STARTTLS is "not offered" and no mechanism is in common: say why.
+      const { phase, line } = this.#capabilityRefused
+      return new PhaseError(phase, new ProtocolError('OK to CAPABILITY', line))
+    }
     const explained = this.#explain(err)
     // tls: starttls, and imapflow stopped before sending STARTTLS: not offered, or a PREAUTH greeting.
     if (
@@ -429,6 +512,7 @@ export class ImapSession {
 
   /** The deadline, a certificate problem, the server's NO/BAD/BYE, or else imapflow's error as it is. */
   #explain(err: unknown): Error {
+    if (this.#hungUp) return this.#hungUp
     if (err instanceof DeadlineError || this.#signal.aborted) return new DeadlineError()
     if (err instanceof TlsVerifyError) return err
     if (this.#refusal) return new ProtocolError(`OK to ${this.#refusal.verb}`, this.#refusal.line)
@@ -437,7 +521,7 @@ export class ImapSession {
         this.#pending.size === 0 && this.#phase === 'banner' ? '* OK greeting' : 'no BYE',
         this.#bye,
       )
-    return err instanceof Error ? err : new Error(String(err))
+    return err instanceof Error ? describeTlsError(err) : new Error(String(err))
   }
 }
 

@@ -6,7 +6,7 @@ import type { Pop3Mechanism, TlsConfig } from '../config.ts'
 import { ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import { LineChannel, startTls } from './connection.ts'
+import { FloodError, LineChannel, startTls } from './connection.ts'
 import {
   apopTimestamp,
   parseCapa,
@@ -28,8 +28,27 @@ export interface Pop3ClientOptions {
   signal: AbortSignal
   /** Receives the dialogue at debug level (`C: ...`, `S: ...`), secrets redacted. */
   logger: Logger
-  /** Largest multi-line reply (CAPA, UIDL, LIST, TOP, RETR) accepted, in bytes; default 16 MiB. */
-  maxReplyBytes?: number
+  /** Largest multi-line replies accepted, in bytes (default REPLY_LIMITS). */
+  limits?: Partial<Pop3ReplyLimits>
+}
+
+/** What a server may send us in one multi-line reply: a flood ends the connection, not the exporter. */
+export interface Pop3ReplyLimits {
+  /** CAPA: a few dozen short lines in practice. */
+  capa: number
+  /** TOP n 0: one message's header block. */
+  top: number
+  /** UIDL and LIST: one line per message of the maildrop. */
+  listing: number
+  /** RETR: a whole message. */
+  retr: number
+}
+
+export const REPLY_LIMITS: Pop3ReplyLimits = {
+  capa: 64 * 1024,
+  top: 256 * 1024,
+  listing: 16 * 1024 * 1024,
+  retr: 16 * 1024 * 1024,
 }
 
 export interface Pop3Greeting {
@@ -49,7 +68,7 @@ export interface Pop3Credentials {
 /** One SASL exchange: the optional initial response, then one response per `+ challenge` (all base64). */
 interface SaslExchange {
   initial: string | undefined
-  respond(challenge: string): string
+  respond(challenge: string): string | Promise<string>
 }
 
 /** RFC 5034 4: an AUTH command with its initial response must fit in 255 octets, else the response waits for `+`. */
@@ -59,7 +78,7 @@ export class Pop3Client {
   readonly #channel: LineChannel
   readonly #signal: AbortSignal
   readonly #logger: Logger
-  readonly #maxReplyBytes: number
+  readonly #limits: Pop3ReplyLimits
   #busy = false
   #closed = false
   #greeting: Pop3Greeting | undefined
@@ -72,7 +91,7 @@ export class Pop3Client {
     this.#channel = new LineChannel(socket)
     this.#signal = options.signal
     this.#logger = options.logger
-    this.#maxReplyBytes = options.maxReplyBytes ?? 16 * 1024 * 1024
+    this.#limits = { ...REPLY_LIMITS, ...options.limits }
   }
 
   /** The current socket (a TLSSocket after startTls). */
@@ -116,7 +135,7 @@ export class Pop3Client {
       this.#capabilities = undefined
       this.#send('CAPA')
       await this.#expectOk()
-      this.#capabilities = parseCapa(await this.#multiline(true))
+      this.#capabilities = parseCapa(await this.#multiline(true, this.#limits.capa))
       return this.#capabilities
     })
   }
@@ -216,7 +235,7 @@ export class Pop3Client {
     return this.#run(async () => {
       this.#send(`TOP ${id} ${lines}`)
       await this.#expectOk()
-      return (await this.#multiline(false)).join('\r\n')
+      return (await this.#multiline(false, this.#limits.top)).join('\r\n')
     })
   }
 
@@ -225,7 +244,7 @@ export class Pop3Client {
     return this.#run(async () => {
       this.#send(`RETR ${id}`)
       await this.#expectOk()
-      return (await this.#multiline(false)).join('\r\n')
+      return (await this.#multiline(false, this.#limits.retr)).join('\r\n')
     })
   }
 
@@ -292,18 +311,18 @@ export class Pop3Client {
     return status.text
   }
 
-  /** The lines of a multi-line reply up to the "." line, dot-unstuffed (RFC 1939 3), within maxReplyBytes. */
-  async #multiline(logLines: boolean): Promise<string[]> {
+  /** The lines of a multi-line reply up to the "." line, dot-unstuffed (RFC 1939 3), within maxBytes. */
+  async #multiline(logLines: boolean, maxBytes: number): Promise<string[]> {
     const lines: string[] = []
     let bytes = 0
     for (;;) {
       const line = await this.#channel.readLine()
       if (line === '.') break
       bytes += line.length + 2
-      if (bytes > this.#maxReplyBytes) {
+      if (bytes > maxBytes) {
         // The rest of the reply is still on its way; the connection cannot be used for another command.
         this.close()
-        throw new Error(`multi-line reply longer than ${this.#maxReplyBytes} bytes`)
+        throw new FloodError(`multi-line reply longer than ${maxBytes} bytes; connection closed`)
       }
       if (logLines) this.#logger.debug(`S: ${line}`)
       lines.push(line.startsWith('.') ? line.slice(1) : line)
@@ -317,7 +336,7 @@ export class Pop3Client {
     return this.#run(async () => {
       this.#send(command)
       await this.#expectOk()
-      return (await this.#multiline(false)).map((line) => {
+      return (await this.#multiline(false, this.#limits.listing)).map((line) => {
         const entry = parse(line)
         if (entry === undefined) throw new ProtocolError(expected, line)
         return entry
@@ -340,7 +359,7 @@ export class Pop3Client {
       let response: string
       try {
         // The server's first (empty) challenge asks for the initial response we held back.
-        response = pendingInitial ?? exchange.respond(status.text)
+        response = pendingInitial ?? (await exchange.respond(status.text))
         pendingInitial = undefined
       } catch (err) {
         // Our side cannot go on (malformed challenge, wrong server signature): cancel, as RFC 5034 4 says.

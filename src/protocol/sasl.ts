@@ -1,5 +1,8 @@
 // SASL: mechanism choice (strongest both sides support) and the client side of PLAIN, CRAM-MD5, XOAUTH2, SCRAM.
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto'
+import { promisify } from 'node:util'
+
+const pbkdf2Async = promisify(pbkdf2)
 
 /** Strongest first. Challenge-response mechanisms never reveal the password, even to the server. */
 export const STRENGTH = [
@@ -105,8 +108,11 @@ export class ScramClient {
     return b64(`n,,${this.#firstBare}`)
   }
 
-  /** client-final-message for the server-first-message (both base64). */
-  final(serverFirstB64: string): string {
+  /**
+   * client-final-message for the server-first-message (both base64). PBKDF2 runs on libuv's thread
+   * pool: at high iteration counts the synchronous form blocked the event loop ~20 ms per login.
+   */
+  async final(serverFirstB64: string): Promise<string> {
     const serverFirst = unb64(serverFirstB64)
     const attrs = new Map(serverFirst.split(',').map((kv) => [kv.slice(0, 1), kv.slice(2)]))
     const nonce = attrs.get('r') ?? ''
@@ -125,7 +131,7 @@ export class ScramClient {
       throw new Error(
         `SCRAM: the server asks for ${iterations} iterations (at most ${MAX_SCRAM_ITERATIONS} are done)`,
       )
-    const salted = pbkdf2Sync(this.#pass, salt, iterations, keyLength, this.#hash)
+    const salted = await pbkdf2Async(this.#pass, salt, iterations, keyLength, this.#hash)
     const hmac = (key: Buffer, text: string) => createHmac(this.#hash, key).update(text).digest()
     const clientKey = hmac(salted, 'Client Key')
     const storedKey = createHash(this.#hash).update(clientKey).digest()

@@ -14,7 +14,7 @@ export function customAuth(
     const client = new ScramClient(mechanism, auth.username, auth.password?.reveal() ?? '')
     const first = await c.sendCommand(`AUTH ${mechanism} ${client.first()}`)
     if (first.status !== 334) throw new ProtocolError('334', first.response, first.status)
-    const final = await c.sendCommand(client.final(first.text.trim()))
+    const final = await c.sendCommand(await client.final(first.text.trim()))
     if (final.status === 334) {
       client.verify(final.text.trim())
       const done = await c.sendCommand('')

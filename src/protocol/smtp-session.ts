@@ -49,6 +49,9 @@ export interface CustomAuthContext {
 
 type NodemailerError = Error & { code?: string; command?: string; response?: string; responseCode?: number }
 
+/** Largest server reply accepted (nodemailer's maxResponseSize; its default is 1 MiB). */
+export const MAX_REPLY_BYTES = 64 * 1024
+
 const VERB_PHASE: Record<string, SmtpPhase> = {
   EHLO: 'ehlo',
   HELO: 'ehlo',
@@ -74,6 +77,8 @@ export class SmtpSession {
   #phase: SmtpPhase = 'banner'
   #failure: Error | undefined
   #failureWaiters: ((err: Error) => void)[] = []
+  #quitSent = false
+  #closing = false
   /** EHLO replies as received: before and after STARTTLS. */
   readonly ehloReplies: { tls: boolean; reply: string }[] = []
 
@@ -121,6 +126,8 @@ export class SmtpSession {
       socketTimeout: idle,
       logger: logger as never,
       transactionLog: true,
+      // A reply (even a multi-line EHLO) is a few hundred bytes; a server that never ends one is cut off.
+      maxResponseSize: MAX_REPLY_BYTES,
       customAuth: Object.fromEntries(
         Object.entries(options.customAuth).map(([name, handler]) => [customName(name), handler]),
       ) as never,
@@ -185,6 +192,10 @@ export class SmtpSession {
 
   #onLog(tnx: string | undefined, text: string) {
     const now = performance.now()
+    if (tnx === 'client' && this.#closing) {
+      this.#logger.debug(`C: ${text}`)
+      return
+    }
     if (tnx === 'client') {
       const verb = /^([A-Za-z]+)\b/.exec(text)?.[1]?.toUpperCase() ?? ''
       let phase: SmtpPhase = VERB_PHASE[verb] ?? 'auth' // an AUTH continuation line carries no verb
@@ -197,6 +208,7 @@ export class SmtpSession {
     }
     if (tnx !== 'server') return
     for (const line of text.split('\n')) this.#logger.debug(`S: ${line}`)
+    if (this.#closing) return // the closing QUIT of a failed probe: its 221 must not hide why it failed
     const reply = parseReply(text)
     const command = this.#pending.shift()
     let phase: SmtpPhase
@@ -292,8 +304,36 @@ export class SmtpSession {
     })
   }
 
+  /**
+   * After a failure: QUIT if the server is still there and the deadline allows, waiting at most
+   * `waitMs` for its answer, so that servers log a clean end of session (Exim logs a lost
+   * connection otherwise). Never throws, and counts in no phase.
+   */
+  async quitQuietly(waitMs: number): Promise<void> {
+    if (this.#failure || this.#quitSent || this.#signal.aborted || this.socket.destroyed) return
+    this.#quitSent = true
+    this.#closing = true
+    const ended = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, waitMs)
+      const done = () => {
+        clearTimeout(timer)
+        this.#signal.removeEventListener('abort', done)
+        resolve()
+      }
+      this.conn.once('end', done)
+      this.#signal.addEventListener('abort', done, { once: true })
+    })
+    try {
+      this.conn.quit()
+    } catch {
+      return // nodemailer refused: the connection is already going
+    }
+    await ended
+  }
+
   /** QUIT and wait for the server to close. */
   async quit(): Promise<void> {
+    this.#quitSent = true
     this.#enter('quit')
     // The server may already have closed (e.g. right after accepting the mail): 'end' has been and
     // will not come again, so waiting for it would only run into the deadline.

@@ -144,9 +144,9 @@ function context(yaml: string): { ctx: ProbeContext; module: Module; log: () => 
     .map((l) => '    ' + l)
     .join('\n')
   const module = parseConfig(`modules:\n  m:\n${body}\n`, 'test.yml').modules['m']!
-  const { logger, lines } = createProbeLogger(silentLogger, {})
+  const { logger, transcript } = createProbeLogger(silentLogger, {})
   const ctx: ProbeContext = testContext(15_000, { logger, moduleName: 'm' })
-  return { ctx, module, log: () => lines.join('\n') }
+  return { ctx, module, log: () => transcript.lines().join('\n') }
 }
 
 test('pop3 (Dovecot): openPop3 finds a delivered mail with TOP, RETR unstuffs its dots, DELE and QUIT remove it', async () => {

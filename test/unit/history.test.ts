@@ -28,3 +28,29 @@ test('history: keeps the newest N successes and a longer list of failures, newes
   assert.equal(history.list().filter((r) => !r.success).length, 3)
   assert.equal(history.get(oldFailure?.id ?? -1), undefined)
 })
+
+test('history: the debug texts kept are bounded in bytes; the oldest successes go first', () => {
+  const history = new History(50, 200, 1000)
+  const big = (success: boolean, module: string) => ({
+    ...record(success, module),
+    debugText: 'x'.repeat(300),
+  })
+  history.add(big(false, 'f1'))
+  history.add(big(true, 's1'))
+  history.add(big(true, 's2'))
+  history.add(big(false, 'f2')) // 1200 bytes: s1 goes
+  assert.deepEqual(
+    history.list().map((r) => r.module),
+    ['f2', 's2', 'f1'],
+  )
+  history.add(big(false, 'f3')) // s2 goes; failures stay while successes can go
+  assert.deepEqual(
+    history.list().map((r) => r.module),
+    ['f3', 'f2', 'f1'],
+  )
+  history.add(big(false, 'f4')) // then the oldest failure
+  assert.deepEqual(
+    history.list().map((r) => r.module),
+    ['f4', 'f3', 'f2'],
+  )
+})

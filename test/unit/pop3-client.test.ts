@@ -6,7 +6,7 @@ import { parseConfig, type TlsConfig } from '../../src/config.ts'
 import { DeadlineError, ProtocolError } from '../../src/errors.ts'
 import { createProbeLogger, silentLogger } from '../../src/logger.ts'
 import { connectTcp } from '../../src/protocol/connection.ts'
-import { Pop3Client } from '../../src/protocol/pop3-client.ts'
+import { Pop3Client, type Pop3ReplyLimits } from '../../src/protocol/pop3-client.ts'
 import {
   apopTimestamp,
   parseCapa,
@@ -28,7 +28,7 @@ const md5 = (text: string) => createHash('md5').update(text).digest('hex')
 async function connect(
   t: TestContext,
   script: (c: ScriptConnection) => Promise<void>,
-  options: { maxReplyBytes?: number; implicitTls?: { cert: Buffer; key: Buffer } } = {},
+  options: { limits?: Partial<Pop3ReplyLimits>; implicitTls?: { cert: Buffer; key: Buffer } } = {},
 ) {
   const server = await scriptedServer(
     t,
@@ -37,14 +37,14 @@ async function connect(
   )
   const controller = new AbortController()
   const socket = await connectTcp('127.0.0.1', server.port, controller.signal)
-  const { logger, lines } = createProbeLogger(silentLogger, {})
+  const { logger, transcript } = createProbeLogger(silentLogger, {})
   const client = new Pop3Client(socket, {
     signal: controller.signal,
     logger,
-    ...(options.maxReplyBytes === undefined ? {} : { maxReplyBytes: options.maxReplyBytes }),
+    ...(options.limits === undefined ? {} : { limits: options.limits }),
   })
   t.after(() => client.close())
-  return { server, client, controller, log: () => lines.join('\n') }
+  return { server, client, controller, log: () => transcript.lines().join('\n') }
 }
 
 /** Sends text one byte per write, so every reply arrives split at every possible place. */
@@ -123,7 +123,7 @@ test('pop3 client: a multi-line reply over the size limit rejects and closes the
       c.send('+OK\r\n' + 'x'.repeat(60) + '\r\n' + 'y'.repeat(60) + '\r\n.\r\n')
       await c.closed()
     },
-    { maxReplyBytes: 100 },
+    { limits: { retr: 100 } },
   )
   await client.greeting()
   await assert.rejects(client.retr(1), /multi-line reply longer than 100 bytes/)

@@ -3,10 +3,12 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { b64, chooseMechanisms, cramMd5Response, ScramClient, unb64 } from '../../src/protocol/sasl.ts'
 
-test('SCRAM-SHA-1: the exchange of RFC 5802 section 5', () => {
+test('SCRAM-SHA-1: the exchange of RFC 5802 section 5', async () => {
   const client = new ScramClient('SCRAM-SHA-1', 'user', 'pencil', 'fyko+d2lbbFgONRv9qkxdawL')
   assert.equal(unb64(client.first()), 'n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL')
-  const final = client.final(b64('r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096'))
+  const final = await client.final(
+    b64('r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096'),
+  )
   assert.equal(
     unb64(final),
     'c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=',
@@ -15,9 +17,9 @@ test('SCRAM-SHA-1: the exchange of RFC 5802 section 5', () => {
   assert.throws(() => client.verify(b64('v=AAAAAAAAAAAAAAAAAAAAAAAAAAA=')), /server signature does not match/)
 })
 
-test('SCRAM-SHA-256: the exchange of RFC 7677 section 3', () => {
+test('SCRAM-SHA-256: the exchange of RFC 7677 section 3', async () => {
   const client = new ScramClient('SCRAM-SHA-256', 'user', 'pencil', 'rOprNGfwEbeRWgbNEkqO')
-  const final = client.final(
+  const final = await client.final(
     b64('r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096'),
   )
   assert.equal(
@@ -27,11 +29,14 @@ test('SCRAM-SHA-256: the exchange of RFC 7677 section 3', () => {
   client.verify(b64('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4='))
 })
 
-test('SCRAM: a server nonce that does not extend ours, or an absurd iteration count, is refused', () => {
+test('SCRAM: a server nonce that does not extend ours, or an absurd iteration count, is refused', async () => {
   const client = new ScramClient('SCRAM-SHA-256', 'user', 'pencil', 'abc')
-  assert.throws(() => client.final(b64('r=xyz,s=c2FsdA==,i=4096')), /malformed server-first-message/)
+  await assert.rejects(client.final(b64('r=xyz,s=c2FsdA==,i=4096')), /malformed server-first-message/)
   // The server chooses the work; 2^31 iterations would block the event loop for minutes.
-  assert.throws(() => client.final(b64('r=abcdef,s=c2FsdA==,i=2147483647')), /asks for 2147483647 iterations/)
+  await assert.rejects(
+    client.final(b64('r=abcdef,s=c2FsdA==,i=2147483647')),
+    /asks for 2147483647 iterations/,
+  )
   assert.throws(() => client.verify(b64('e=invalid-proof')), /server error invalid-proof/)
 })
 

@@ -282,6 +282,7 @@ test('smtp: without pipelining MAIL, RCPT and DATA are separate round trips', as
   const r = await probe(
     `
 prober: smtp
+allowed_targets: [127.0.0.1]
 smtp:
   tls: none
   send: { from: a@mx.test, to: b@mx.test }`,
@@ -314,7 +315,7 @@ test('smtp: SCRAM-SHA-256 authenticates against a server that checks the proof',
     const reference = new ScramClient('SCRAM-SHA-256', 'user', 'pencil', clientNonce)
     reference.first()
     const expected = Buffer.from(
-      reference.final(Buffer.from(serverFirst).toString('base64')),
+      await reference.final(Buffer.from(serverFirst).toString('base64')),
       'base64',
     ).toString()
     if (final !== expected) {
