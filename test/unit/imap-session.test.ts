@@ -115,3 +115,10 @@ test('imapflow internals: exec() is how uidExpunge sends UID EXPUNGE, and its me
   const expunge = readFileSync(new URL(import.meta.resolve('imapflow/lib/commands/expunge.js')), 'utf8')
   assert.match(expunge, /byUid \? 'UID EXPUNGE' : 'EXPUNGE'/)
 })
+
+test('imapflow internals: the STARTTLS upgrade timer is this.upgradeTimeout, armed before transport.upgrade() runs', () => {
+  const upgrade = String((ImapFlow.prototype as unknown as Record<string, unknown>)['upgradeToSTARTTLS'])
+  const armed = upgrade.indexOf('this.upgradeTimeout = setTimeout(')
+  const called = upgrade.indexOf('this.options.transport.upgrade(')
+  assert.ok(armed >= 0 && called > armed, `upgradeToSTARTTLS changed: ${upgrade}`)
+})
