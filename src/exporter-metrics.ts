@@ -1,11 +1,14 @@
 // The exporter's own metrics (global registry, served on /metrics).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { REJECT_REASONS } from './rejections.ts'
 
 export interface ExporterMetrics {
   registry: Registry
   probes: Counter<'module' | 'result'>
   probeDuration: Histogram<'module'>
   moduleUnknown: Counter
+  rejected: Counter<'reason'>
+  probesInFlight: Gauge
   reloadSuccess: Gauge
   reloadTimestamp: Gauge
 }
@@ -40,6 +43,12 @@ export function createExporterMetrics(version: string): ExporterMetrics {
       help: 'Probe requests for a module that is not in the config',
       registers,
     }),
+    rejected: rejectedCounter(registers),
+    probesInFlight: new Gauge({
+      name: 'mailprobe_exporter_probes_in_flight',
+      help: 'Probes running now (not counting those waiting for a slot under --probe.max-concurrent)',
+      registers,
+    }),
     reloadSuccess: new Gauge({
       name: 'mailprobe_exporter_config_last_reload_successful',
       help: 'Whether the last configuration reload attempt was successful',
@@ -51,4 +60,16 @@ export function createExporterMetrics(version: string): ExporterMetrics {
       registers,
     }),
   }
+}
+
+/** Every reason is exported from the start, at 0, so that rate() and alerts see the first refusal. */
+function rejectedCounter(registers: Registry[]): Counter<'reason'> {
+  const counter = new Counter({
+    name: 'mailprobe_exporter_probe_requests_rejected_total',
+    help: '/probe requests refused before probing (400, 403, 405, 429, 503), by reason',
+    labelNames: ['reason'],
+    registers,
+  })
+  for (const reason of REJECT_REASONS) counter.inc({ reason }, 0)
+  return counter
 }

@@ -5,6 +5,8 @@ import { defaultPort, redactModule, type Module } from './config.ts'
 import { DeadlineError, PhaseError, findCause } from './errors.ts'
 import type { ExporterMetrics } from './exporter-metrics.ts'
 import type { History } from './history.ts'
+import type { IntervalGate, ProbeSlots } from './limits.ts'
+import { reject, type Rejection } from './rejections.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
 import { runProber } from './probe.ts'
 import type { RoundtripStates } from './roundtrip-state.ts'
@@ -17,6 +19,10 @@ export interface HandlerDeps {
   /** Seconds kept back from Prometheus' scrape timeout (--timeout-offset). */
   timeoutOffset: number
   roundtripStates: RoundtripStates
+  /** --probe.max-concurrent; unlimited when absent. */
+  slots?: ProbeSlots
+  /** min_interval per module and target; not enforced when absent. */
+  gate?: IntervalGate
 }
 
 export interface ProbeRequest {
@@ -32,9 +38,7 @@ export interface ProbeRequest {
   clientSignal?: AbortSignal
 }
 
-export type ProbeResponse =
-  | { status: 200; contentType: string; body: string }
-  | { status: 400 | 403; contentType: string; body: string }
+export type ProbeResponse = { status: 200; contentType: string; body: string } | Rejection
 
 const TEXT = 'text/plain; charset=utf-8'
 
@@ -57,29 +61,24 @@ function chooseTarget(req: ProbeRequest): Target | ProbeResponse {
   const port = defaultPort(req.module)
   const text = req.target ?? req.module.target
   if (text === undefined)
-    return {
-      status: 400,
-      contentType: TEXT,
-      body: 'target parameter is missing (e.g. target=mail.example.com:587)\n',
-    }
+    return reject(400, 'missing_target', 'target parameter is missing (e.g. target=mail.example.com:587)')
   const target = parseTarget(text, port)
-  if (typeof target === 'string')
-    return { status: 400, contentType: TEXT, body: `invalid target: ${target}\n` }
+  if (typeof target === 'string') return reject(400, 'invalid_target', `invalid target: ${target}`)
   if (req.module.target !== undefined) {
     // The config check parses fixed targets; should one still not parse, refuse rather than allow anything.
     const fixed = parseTarget(req.module.target, port)
     if (typeof fixed === 'string' || fixed.host !== target.host || fixed.port !== target.port)
-      return {
-        status: 403,
-        contentType: TEXT,
-        body: `module ${req.moduleName} only probes its configured target, not ${text}\n`,
-      }
+      return reject(
+        403,
+        'target_not_allowed',
+        `module ${req.moduleName} only probes its configured target, not ${text}`,
+      )
   } else if (req.module.allowed_targets !== undefined && !targetAllowed(target, req.module.allowed_targets)) {
-    return {
-      status: 403,
-      contentType: TEXT,
-      body: `target ${text} is not in allowed_targets of module ${req.moduleName}\n`,
-    }
+    return reject(
+      403,
+      'target_not_allowed',
+      `target ${text} is not in allowed_targets of module ${req.moduleName}`,
+    )
   }
   return target
 }
@@ -103,7 +102,20 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   const target = chooseTarget(req)
   if ('status' in target) return target
   const timeout = probeTimeout(req.module.timeout, req.scrapeTimeout, deps.timeoutOffset)
-  if (typeof timeout === 'string') return { status: 400, contentType: TEXT, body: timeout + '\n' }
+  if (typeof timeout === 'string') return reject(400, 'bad_scrape_timeout', timeout)
+
+  // One probe per module and target in each min_interval: a caller cannot make a mail cannon of us,
+  // nor trip the server's penalties for logins. The start is recorded before waiting for a slot.
+  const gateKey = `${req.moduleName}|${target.host}:${target.port}`
+  const startedAt = Date.now()
+  const wait = deps.gate?.admit(gateKey, req.module.min_interval, startedAt)
+  if (wait !== undefined)
+    return reject(
+      429,
+      'rate_limited',
+      `module ${req.moduleName} probes ${target.host}:${target.port} at most once every ${req.module.min_interval}s (min_interval); try again in ${wait.toFixed(1)}s`,
+      Math.ceil(wait),
+    )
 
   const targetText = req.target ?? req.module.target ?? ''
   const registry = newRegistry(req.openMetrics)
@@ -130,6 +142,20 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   const timer = setTimeout(abort, timeoutMs)
   req.clientSignal?.addEventListener('abort', abort, { once: true })
 
+  // Excess probes wait for a slot inside their own deadline, then give up with 503.
+  const release = deps.slots ? await deps.slots.acquire(signal) : () => undefined
+  if (release === false) {
+    clearTimeout(timer)
+    req.clientSignal?.removeEventListener('abort', abort)
+    deps.gate?.forget(gateKey, startedAt)
+    return reject(
+      503,
+      'overloaded',
+      `too many probes in flight (--probe.max-concurrent=${deps.slots?.max ?? 0}); none was free within the ${timeout}s deadline`,
+    )
+  }
+  deps.metrics.probesInFlight.inc()
+
   logger.debug('beginning probe', { prober: req.module.prober, timeout_seconds: timeout })
   const start = performance.now()
   let failure: unknown
@@ -155,6 +181,8 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   } catch (err) {
     failure = err
   } finally {
+    release()
+    deps.metrics.probesInFlight.dec()
     clearTimeout(timer)
     req.clientSignal?.removeEventListener('abort', abort)
     if (giveUp) signal.removeEventListener('abort', giveUp) // the race is decided

@@ -3,6 +3,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { stringify } from 'yaml'
 import { redactModule, type Config } from './config.ts'
 import { handleProbe, type HandlerDeps } from './handler.ts'
+import { reject, type Rejection } from './rejections.ts'
 import { landingPage } from './landing.ts'
 
 export interface ServerState extends HandlerDeps {
@@ -10,6 +11,8 @@ export interface ServerState extends HandlerDeps {
   config(): Config
   /** Reloads the config file; resolves to an error message, or undefined on success. */
   reload(): Promise<string | undefined>
+  /** True once SIGTERM came: probes in flight finish, new ones are refused. */
+  draining?(): boolean
 }
 
 const TEXT = 'text/plain; charset=utf-8'
@@ -30,26 +33,36 @@ export function createApp(state: ServerState): express.Express {
   const app = express()
   app.disable('x-powered-by')
 
+  /** Answers a refused /probe request, counted by reason. */
+  const refuse = (res: Response, rejection: Rejection) => {
+    state.metrics.rejected.inc({ reason: rejection.reason })
+    if (rejection.retryAfter !== undefined) res.set('Retry-After', String(rejection.retryAfter))
+    if (rejection.status === 405) res.set('Allow', 'GET')
+    res.status(rejection.status).set('Content-Type', rejection.contentType).send(rejection.body)
+  }
+
   // Express answers HEAD with the GET handler: that would run a whole probe (a round trip sends mail).
   app.head('/probe', (_req: Request, res: Response) => {
-    res.status(405).set('Allow', 'GET').type(TEXT).send('use GET for /probe\n')
+    refuse(res, reject(405, 'method_not_allowed', 'use GET for /probe'))
   })
 
   app.get('/probe', async (req: Request, res: Response) => {
+    if (state.draining?.()) {
+      res.set('Connection', 'close')
+      refuse(res, reject(503, 'shutting_down', 'the exporter is shutting down'))
+      return
+    }
     const moduleName = queryParam(req, 'module')
     const target = queryParam(req, 'target')
     const debug = queryParam(req, 'debug')
     for (const p of [moduleName, target, debug]) {
       if (typeof p === 'object') {
-        res
-          .status(400)
-          .type(TEXT)
-          .send(p.error + '\n')
+        refuse(res, reject(400, 'bad_parameter', p.error))
         return
       }
     }
     if (moduleName === undefined || moduleName === '') {
-      res.status(400).type(TEXT).send('module parameter is missing\n')
+      refuse(res, reject(400, 'missing_module', 'module parameter is missing'))
       return
     }
     const modules = state.config().modules
@@ -57,12 +70,11 @@ export function createApp(state: ServerState): express.Express {
     const module = Object.hasOwn(modules, moduleName as string) ? modules[moduleName as string] : undefined
     if (!module) {
       state.metrics.moduleUnknown.inc()
-      res
-        .status(400)
-        .type(TEXT)
-        .send(
-          `unknown module "${moduleName as string}" (known: ${Object.keys(state.config().modules).join(', ')})\n`,
-        )
+      const known = Object.keys(state.config().modules).join(', ')
+      refuse(
+        res,
+        reject(400, 'unknown_module', `unknown module ${JSON.stringify(moduleName)} (known: ${known})`),
+      )
       return
     }
     const client = new AbortController()
@@ -81,6 +93,11 @@ export function createApp(state: ServerState): express.Express {
       },
       state,
     )
+    if (answer.status !== 200) {
+      refuse(res, answer)
+      return
+    }
+    if (state.draining?.()) res.set('Connection', 'close')
     res.status(answer.status).set('Content-Type', answer.contentType).send(answer.body)
   })
 

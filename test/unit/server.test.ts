@@ -5,15 +5,17 @@ import { test, type TestContext } from 'node:test'
 import { parseConfig, type Config } from '../../src/config.ts'
 import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { History } from '../../src/history.ts'
+import { IntervalGate, ProbeSlots } from '../../src/limits.ts'
 import { silentLogger } from '../../src/logger.ts'
 import { RoundtripStates } from '../../src/roundtrip-state.ts'
 import { createApp } from '../../src/server.ts'
 import { scriptedServer, silentServer } from '../servers/scripted.ts'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
 
-async function start(t: TestContext, yaml: string) {
+async function start(t: TestContext, yaml: string, limits: { slots?: ProbeSlots; gate?: IntervalGate } = {}) {
   let config: Config = parseConfig(yaml, 'test.yml')
   const state = {
+    ...limits,
     version: '9.9.9',
     config: () => config,
     reload: () => Promise.resolve(undefined as string | undefined),
@@ -82,13 +84,19 @@ test('server: /probe says what is wrong with a bad request (400, 405 for HEAD)',
     ['/probe?module=constructor&target=x', /unknown module "constructor"/],
     ['/probe?module=__proto__&target=x', /unknown module "__proto__"/],
     ['/probe?module=plain', /target parameter is missing/],
-    ['/probe?module=plain&target=mx.test:99999', /invalid target: "mx.test:99999" has no valid port/],
+    ['/probe?module=plain&target=mx.test:99999', /invalid target: "mx.test:99999" .*port must be 1-65535/],
+    // Exactly host, host:port, [ipv6], [ipv6]:port: anything else is refused, not guessed.
+    ['/probe?module=plain&target=%0Amx.test', /invalid target: "\\nmx.test"/],
+    ['/probe?module=plain&target=mx.test%0A', /invalid target: "mx.test\\n"/],
+    ['/probe?module=plain&target=::1:2999', /invalid target: .*IPv6 addresses go in brackets/],
+    ['/probe?module=plain&target=[127.0.0.1]:25', /invalid target: .*brackets are for IPv6/],
+    ['/probe?module=plain&target=[fe80::1%25lo]:25', /invalid target: .*zone id/],
   ]
   for (const [path, message] of cases) {
     const res = await get(path)
     assert.equal(res.status, 400, path)
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain/)
-    assert.match(await res.text(), message)
+    assert.match(await res.text(), message, path)
   }
   const head = await fetch(`${base}/probe?module=plain&target=127.0.0.1:1`, { method: 'HEAD' })
   assert.equal(head.status, 405)
@@ -98,6 +106,19 @@ test('server: /probe says what is wrong with a bad request (400, 405 for HEAD)',
   })
   assert.equal(bad.status, 400)
   assert.match(await bad.text(), /X-Prometheus-Scrape-Timeout-Seconds must be a positive number/)
+
+  // Every refusal is counted by its reason; reasons not seen yet are exported at 0.
+  const samples = parseMetrics(await (await get('/metrics')).text())
+  const rejected = (reason: string) =>
+    sampleValue(samples, 'mailprobe_exporter_probe_requests_rejected_total', { reason })
+  assert.equal(rejected('missing_module'), 1)
+  assert.equal(rejected('bad_parameter'), 1)
+  assert.equal(rejected('unknown_module'), 3)
+  assert.equal(rejected('missing_target'), 1)
+  assert.equal(rejected('invalid_target'), 6)
+  assert.equal(rejected('method_not_allowed'), 1)
+  assert.equal(rejected('bad_scrape_timeout'), 1)
+  assert.equal(rejected('rate_limited'), 0)
 })
 
 test('server: a target outside allowed_targets gets 403 before any connection', async (t) => {
@@ -252,5 +273,64 @@ test('server: finished probes are garbage: 300 probes retain (almost) no heap', 
     EventEmitter.getEventListeners(client.signal, 'abort').length,
     0,
     'no listener left on the client signal',
+  )
+})
+
+test('server: min_interval refuses a second probe of the same module and target with 429 and Retry-After', async (t) => {
+  const { get } = await start(
+    t,
+    'modules:\n  limited:\n    prober: smtp\n    timeout: 2s\n    min_interval: 30s\n    smtp: { tls: none }\n',
+    { gate: new IntervalGate() },
+  )
+  assert.equal((await get('/probe?module=limited&target=127.0.0.1:1')).status, 200)
+  const again = await get('/probe?module=limited&target=127.0.0.1:1')
+  assert.equal(again.status, 429)
+  const retry = Number(again.headers.get('retry-after'))
+  assert.ok(retry >= 29 && retry <= 30, `Retry-After ${retry}`)
+  assert.match(await again.text(), /at most once every 30s \(min_interval\)/)
+  assert.equal(
+    (await get('/probe?module=limited&target=127.0.0.1:2')).status,
+    200,
+    'another target is not held up',
+  )
+  const samples = parseMetrics(await (await get('/metrics')).text())
+  assert.equal(
+    sampleValue(samples, 'mailprobe_exporter_probe_requests_rejected_total', { reason: 'rate_limited' }),
+    1,
+  )
+})
+
+test('server: with --probe.max-concurrent, an excess probe waits inside its deadline, then gets 503', async (t) => {
+  const silent = await silentServer(t)
+  const { get } = await start(
+    t,
+    'modules:\n  slow:\n    prober: smtp\n    timeout: 1s\n    smtp: { tls: none }\n',
+    { slots: new ProbeSlots(1) },
+  )
+  const first = get(`/probe?module=slow&target=127.0.0.1:${silent.port}`)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const gauge = sampleValue(
+    parseMetrics(await (await get('/metrics')).text()),
+    'mailprobe_exporter_probes_in_flight',
+  )
+  assert.equal(gauge, 1, 'one probe in flight')
+  const started = performance.now()
+  // 0.8 s scrape timeout minus the 0.5 s offset: 0.3 s to wait for the one slot, which stays taken.
+  const second = await get(`/probe?module=slow&target=127.0.0.1:${silent.port}`, {
+    'X-Prometheus-Scrape-Timeout-Seconds': '0.8',
+  })
+  const waited = (performance.now() - started) / 1000
+  assert.equal(second.status, 503)
+  assert.match(await second.text(), /too many probes in flight \(--probe.max-concurrent=1\)/)
+  assert.ok(waited >= 0.25 && waited < 0.6, `answered after ${waited.toFixed(2)} s`)
+  assert.equal((await first).status, 200)
+  assert.equal(silent.connections, 1, 'the refused probe never connected')
+  const after = await get(`/probe?module=slow&target=127.0.0.1:1`)
+  assert.equal(after.status, 200, 'the slot is free again')
+  const samples = parseMetrics(await (await get('/metrics')).text())
+  assert.equal(sampleValue(samples, 'mailprobe_exporter_probes_in_flight'), 0)
+  assert.equal(
+    sampleValue(samples, 'mailprobe_exporter_probe_requests_rejected_total', { reason: 'overloaded' }),
+    1,
   )
 })
