@@ -5,18 +5,22 @@ import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig, type Config } from './config.ts'
 import { createExporterMetrics } from './exporter-metrics.ts'
 import { History } from './history.ts'
+import { IntervalGate, ProbeSlots } from './limits.ts'
 import { createLogger, LEVELS, type Level } from './logger.ts'
 import { RoundtripStates } from './roundtrip-state.ts'
 import { createApp } from './server.ts'
 import { VERSION } from './version.ts'
 
 export const DEFAULT_LISTEN = ':9786'
+export const DEFAULT_MAX_CONCURRENT = 100
 
 const USAGE = `usage: mailprobe_exporter [flags]
   --config.file=PATH          config file (default config/mailprobe.yml)
   --config.check              validate the config, print problems, exit 0 (valid) or 1
   --web.listen-address=ADDR   [host]:port to listen on (default ${DEFAULT_LISTEN})
   --timeout-offset=SECONDS    subtracted from Prometheus' scrape timeout (default 0.5)
+  --probe.max-concurrent=N    probes run at once; more wait inside their deadline, then get 503
+                              (default ${DEFAULT_MAX_CONCURRENT})
   --log.level=LEVEL           debug, info, warn or error (default info)
   --log.format=FORMAT         logfmt or json (default logfmt)
   --version                   print the version and exit
@@ -43,6 +47,7 @@ function main(): void {
         'config.check': { type: 'boolean', default: false },
         'web.listen-address': { type: 'string', default: DEFAULT_LISTEN },
         'timeout-offset': { type: 'string', default: '0.5' },
+        'probe.max-concurrent': { type: 'string', default: String(DEFAULT_MAX_CONCURRENT) },
         'log.level': { type: 'string', default: 'info' },
         'log.format': { type: 'string', default: 'logfmt' },
         version: { type: 'boolean', default: false },
@@ -69,6 +74,9 @@ function main(): void {
   const timeoutOffset = Number(values['timeout-offset'])
   if (!Number.isFinite(timeoutOffset) || timeoutOffset < 0)
     fail('--timeout-offset must be a number of seconds >= 0')
+  const maxConcurrent = Number(values['probe.max-concurrent'])
+  if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1)
+    fail('--probe.max-concurrent must be a whole number >= 1')
   const configFile = values['config.file']
   const logger = createLogger({ level: level as Level, format })
 
@@ -104,6 +112,8 @@ function main(): void {
   }
   process.on('SIGHUP', () => void reload())
 
+  let draining = false
+  const roundtripStates = new RoundtripStates()
   const app = createApp({
     version: VERSION,
     config: () => config,
@@ -112,7 +122,10 @@ function main(): void {
     history: new History(),
     metrics,
     timeoutOffset,
-    roundtripStates: new RoundtripStates(),
+    roundtripStates,
+    slots: new ProbeSlots(maxConcurrent),
+    gate: new IntervalGate(),
+    draining: () => draining,
   })
   const { host, port } = parseListen(values['web.listen-address'])
   const server = createServer(app)
@@ -123,13 +136,38 @@ function main(): void {
     logger.error('cannot listen', { err })
     process.exit(1)
   })
-  const stop = () => {
-    logger.info('shutting down')
+  // Requests being answered, so that shutdown waits for the last byte of each, not only for its probe.
+  let active = 0
+  server.on('request', (_req, res) => {
+    active++
+    res.once('close', () => active--)
+  })
+  /**
+   * SIGTERM/SIGINT: stop accepting, let the probes in flight answer within their deadlines (new
+   * requests on open connections get 503), then exit 0. A second signal exits at once.
+   */
+  const stop = (signal: string) => {
+    if (draining) {
+      logger.warn('second signal: exiting without waiting', { signal })
+      process.exit(1)
+    }
+    draining = true
+    logger.info('shutting down: waiting for the probes in flight', { signal, requests: active })
     server.close()
-    server.closeAllConnections()
+    server.closeIdleConnections()
+    const longest = Math.max(0, ...Object.values(config.modules).map((m) => m.timeout))
+    const giveUpAt = Date.now() + (longest + 1) * 1000
+    const poll = setInterval(() => {
+      if (active > 0 && Date.now() < giveUpAt) return
+      clearInterval(poll)
+      server.closeAllConnections()
+      if (active > 0) logger.warn('probes still running at shutdown', { requests: active })
+      logger.info('stopped')
+      process.exit(0)
+    }, 10)
   }
-  process.on('SIGTERM', stop)
-  process.on('SIGINT', stop)
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
 }
 
 main()

@@ -55,6 +55,8 @@ export interface Daemon {
   kill(signal: NodeJS.Signals): void
   /** SIGTERM, then SIGKILL after 5 s; resolves when the process has exited. */
   stop(): Promise<void>
+  /** Resolves with the exit code (null when a signal ended it) once the process has exited. */
+  exitCode(): Promise<number | null>
 }
 
 function supervise(name: string, child: ChildProcess, url: string): Daemon & { exited: Promise<void> } {
@@ -81,6 +83,7 @@ function supervise(name: string, child: ChildProcess, url: string): Daemon & { e
     output: () => `--- ${name} output (last lines) ---\n${lines.slice(-40).join('\n')}`,
     lines: () => [...lines],
     kill: (signal) => child.kill(signal),
+    exitCode: () => exited.then(() => child.exitCode),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return
       child.kill('SIGTERM')
