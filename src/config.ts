@@ -4,23 +4,44 @@ import { hostname } from 'node:os'
 import { z } from 'zod'
 import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
-import { parseTarget, parseTargetRule, type TargetRule } from './targets.ts'
+import { parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
 import { ConfigError, parseYamlFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- building blocks
 
-const duration = z.union([z.number().positive(), z.string()]).transform((value, ctx) => {
-  const seconds = typeof value === 'number' ? value : parseDuration(value)
-  if (seconds === undefined || seconds <= 0) {
-    ctx.issues.push({
-      code: 'custom',
-      input: value,
-      message: `"${value}" is not a duration (e.g. 500ms, 10s, 5m)`,
-    })
-    return z.NEVER
-  }
-  return seconds
-})
+function durationSchema(zeroAllowed: boolean) {
+  return z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
+    const seconds = typeof value === 'number' ? value : parseDuration(value)
+    if (seconds === undefined || (seconds === 0 && !zeroAllowed)) {
+      ctx.issues.push({
+        code: 'custom',
+        input: value,
+        message: `${quote(String(value))} is not a duration (e.g. 500ms, 10s, 5m)`,
+      })
+      return z.NEVER
+    }
+    return seconds
+  })
+}
+/** A positive duration in seconds. */
+const duration = durationSchema(false)
+/** A duration in seconds where 0s means "off". */
+const durationOrOff = durationSchema(true)
+
+/**
+ * CR, LF and NUL end a protocol line (an SMTP or IMAP command, a header) early: in a value that is
+ * sent on the wire they would cut the command short or smuggle in another one.
+ */
+const LINE_BREAK = /[\r\n\0]/
+const NO_LINE_BREAK = 'CR, LF and NUL are not allowed: the value is sent in a protocol line'
+
+/** A string that goes into a protocol line: no CR, LF or NUL. */
+function lineText(schema: z.ZodString = z.string().min(1)) {
+  return schema.refine((v) => !LINE_BREAK.test(v), NO_LINE_BREAK)
+}
+
+/** RFC 5322 3.6.8: a field name is printable US-ASCII except space and colon. */
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/
 
 function readFile(path: string, ctx: z.RefinementCtx, key: string): Buffer | undefined {
   try {
@@ -76,22 +97,43 @@ function resolveSecret(
     return undefined
   }
   const value = raw[key] as string
-  if (key === name) return new Secret(value)
-  if (key.endsWith('_file')) {
+  let secret: string
+  let from: string
+  let note = ''
+  if (key === name) {
+    secret = value
+    from = `the ${name}`
+  } else if (key.endsWith('_file')) {
     const content = readFile(value, ctx, key)
-    return content === undefined ? undefined : new Secret(content.toString('utf8').replace(/\r?\n$/, ''))
+    if (content === undefined) return undefined
+    secret = content.toString('utf8').replace(/\r?\n$/, '')
+    from = `the ${name} in ${value}`
+    note = ' (only one trailing newline is dropped)'
+  } else {
+    const env = process.env[value]
+    if (env === undefined || env === '') {
+      ctx.issues.push({
+        code: 'custom',
+        input: value,
+        path: [key],
+        message: `environment variable ${value} is not set`,
+      })
+      return undefined
+    }
+    secret = env
+    from = `environment variable ${value}`
   }
-  const env = process.env[value]
-  if (env === undefined || env === '') {
+  // Never echo the value: the message names where it came from only.
+  if (LINE_BREAK.test(secret)) {
     ctx.issues.push({
       code: 'custom',
-      input: value,
+      input: key,
       path: [key],
-      message: `environment variable ${value} is not set`,
+      message: `${from} contains CR, LF or NUL, which would break the protocol line it is sent in${note}`,
     })
     return undefined
   }
-  return new Secret(env)
+  return new Secret(secret)
 }
 
 const TlsVersion = z.enum(['TLS10', 'TLS11', 'TLS12', 'TLS13'])
@@ -104,9 +146,21 @@ const TlsConfigSchema = z
     key_file: z.string().min(1).optional(),
     server_name: z.string().min(1).optional(),
     min_version: TlsVersion.optional(),
+    max_version: TlsVersion.optional(),
     insecure_skip_verify: z.boolean().default(false),
   })
   .transform((raw, ctx) => {
+    if (
+      raw.min_version !== undefined &&
+      raw.max_version !== undefined &&
+      TlsVersion.options.indexOf(raw.min_version) > TlsVersion.options.indexOf(raw.max_version)
+    )
+      ctx.issues.push({
+        code: 'custom',
+        input: raw.max_version,
+        path: ['max_version'],
+        message: `max_version (${raw.max_version}) is below min_version (${raw.min_version})`,
+      })
     if ((raw.cert_file === undefined) !== (raw.key_file === undefined)) {
       ctx.issues.push({
         code: 'custom',
@@ -124,6 +178,7 @@ const TlsConfigSchema = z
       key_file: raw.key_file,
       server_name: raw.server_name,
       min_version: raw.min_version,
+      max_version: raw.max_version,
       insecure_skip_verify: raw.insecure_skip_verify,
     }
   })
@@ -159,7 +214,7 @@ export { SMTP_MECHANISMS, POP3_MECHANISMS, IMAP_MECHANISMS }
 function authSchema<M extends readonly [string, ...string[]]>(mechanisms: M) {
   return z
     .strictObject({
-      username: z.string().min(1),
+      username: lineText(),
       ...secretKeys('password'),
       ...secretKeys('oauth2_token'),
       /** Preference order; default: the strongest both sides support. */
@@ -210,15 +265,30 @@ export type Pop3Auth = z.output<ReturnType<typeof authSchema<typeof POP3_MECHANI
 export type ImapAuth = z.output<ReturnType<typeof authSchema<typeof IMAP_MECHANISMS>>>
 
 const addressList = z
-  .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+  .union([lineText(), z.array(lineText()).min(1)])
   .transform((v) => (Array.isArray(v) ? v : [v]))
 
 const SendSchema = z.strictObject({
-  from: z.string().min(1),
+  from: lineText(),
   to: addressList,
   /** The unique id of each mail is appended to this subject. */
-  subject: z.string().default('mailprobe test'),
-  headers: z.record(z.string(), z.string()).default({}),
+  subject: lineText(z.string()).default('mailprobe test'),
+  headers: z
+    .record(z.string(), z.string())
+    .superRefine((headers, ctx) => {
+      for (const [name, value] of Object.entries(headers)) {
+        if (!FIELD_NAME.test(name))
+          ctx.addIssue({
+            code: 'custom',
+            path: [name],
+            params: { locate: 'key' },
+            message: `header name ${quote(name)} is not an RFC 5322 field name (printable ASCII without space and colon)`,
+          })
+        if (LINE_BREAK.test(value)) ctx.addIssue({ code: 'custom', path: [name], message: NO_LINE_BREAK })
+      }
+    })
+    .default({}),
+  /** May have line breaks: it is the body. */
   body: z.string().default('This is a test mail sent by mailprobe_exporter. It can be deleted.\n'),
 })
 export type SendConfig = z.output<typeof SendSchema>
@@ -232,7 +302,7 @@ const SmtpSettingsSchema = z
   .strictObject({
     tls: z.enum(['none', 'starttls', 'starttls_opportunistic', 'implicit']).default('starttls'),
     ...connectionFields,
-    ehlo: z.string().min(1).default(defaultEhloName),
+    ehlo: lineText().default(defaultEhloName),
     auth: SmtpAuthSchema.optional(),
     /** When AUTH fails (or is not offered) on a cleartext connection, reconnect with STARTTLS and try again. */
     retry_with_starttls: z.boolean().default(false),
@@ -269,7 +339,7 @@ const ImapSettingsSchema = z.strictObject({
   tls: z.enum(['none', 'starttls', 'starttls_opportunistic', 'implicit']).default('starttls'),
   ...connectionFields,
   auth: authSchema(IMAP_MECHANISMS),
-  mailbox: z.string().min(1).default('INBOX'),
+  mailbox: lineText().default('INBOX'),
   /** examine: EXAMINE the mailbox (read-only); status: STATUS without selecting it. */
   mailbox_check: z.enum(['examine', 'status']).default('examine'),
 })
@@ -292,13 +362,24 @@ const RoundtripSettingsSchema = z
     /** Probe mails (with our marker) older than this are deleted and counted as swept. */
     sweep_after: duration.default(3600),
     /** How often to look again when the server cannot push (no IDLE, or POP3). */
-    poll_interval: duration.default(1),
+    poll_interval: duration
+      .refine((s) => s >= 0.01, 'poll_interval is at least 10ms (a tighter loop only loads the server)')
+      .default(1),
     /** Time kept back from the deadline for deleting the mail and logging out. */
     cleanup_reserve: duration.default(1),
     /** POP3: how many of the newest messages to scan with TOP. */
-    scan_limit: z.number().int().positive().default(100),
+    // At most 10000: the probe mail is among the newest few, and every scanned message costs work on
+    // each poll (POP3: one TOP command each; IMAP: its headers in the FETCH). 10000 already takes
+    // seconds per poll on a fast server, so a larger window could not finish within a scrape and would
+    // only load the mailbox server.
+    scan_limit: z
+      .number()
+      .int()
+      .positive()
+      .max(10000, 'scan_limit is at most 10000 (each poll reads that many messages)')
+      .default(100),
     /** IMAP: also look in the junk folder (\Junk special-use, then these names). */
-    junk_folders: z.array(z.string().min(1)).default(['Junk', 'Spam', 'Junk E-mail', 'Junk Email']),
+    junk_folders: z.array(lineText()).default(['Junk', 'Spam', 'Junk E-mail', 'Junk Email']),
     /** Deferred mode: where in-flight mails are remembered across restarts. */
     state_file: z.string().min(1).optional(),
   })
@@ -324,6 +405,13 @@ const RoundtripSettingsSchema = z
       })
     if (r.mode === 'deferred' && r.state_file === undefined)
       ctx.addIssue({ code: 'custom', path: ['state_file'], message: 'mode: deferred needs state_file' })
+    // lost_after counts only in deferred mode (a sync probe fails at its deadline instead).
+    if (r.mode === 'deferred' && r.sweep_after < r.lost_after)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sweep_after'],
+        message: `sweep_after (${r.sweep_after}s) must not be shorter than lost_after (${r.lost_after}s): a mail still awaited would be deleted before it could be found or counted as lost`,
+      })
   })
 export type RoundtripSettings = z.output<typeof RoundtripSettingsSchema>
 
@@ -351,6 +439,11 @@ const moduleFields = {
   target: z.string().min(1).optional(),
   /** Targets /probe accepts: host, host:port, .domain (any subdomain), IP or CIDR network. */
   allowed_targets: targetRules.optional(),
+  /**
+   * The least time between two probes of this module and the same target; 0s is off.
+   * Default (see withMinInterval): 10s for modules that send mail, 1s for other modules that log in, else 0.
+   */
+  min_interval: durationOrOff.optional(),
 }
 
 const SmtpModuleSchema = z.strictObject({
@@ -418,11 +511,30 @@ export function defaultPort(module: AnyModule): number {
   }
 }
 
+/** Whether a probe of this module sends a mail (smtp with `send`, every round trip). */
+function sendsMail(m: AnyModule): boolean {
+  return m.prober === 'roundtrip' || (m.prober === 'smtp' && m.smtp.send !== undefined)
+}
+
+/** The module with min_interval in seconds: as configured, else by what a probe does. */
+function withMinInterval<M extends AnyModule>(m: M): M & { min_interval: number } {
+  const fallback = sendsMail(m) ? 10 : legsWithAuth(m).length > 0 ? 1 : 0
+  return { ...m, min_interval: m.min_interval ?? fallback }
+}
+
 const ModuleSchema = z
   .discriminatedUnion('prober', [SmtpModuleSchema, Pop3ModuleSchema, ImapModuleSchema, RoundtripModuleSchema])
   .superRefine((m, ctx) => {
-    const carriesCredentials = m.prober !== 'smtp' || m.smtp.auth !== undefined
-    if (carriesCredentials && m.target === undefined && m.allowed_targets === undefined)
+    const unrestricted = m.target === undefined && m.allowed_targets === undefined
+    if (unrestricted && sendsMail(m))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allowed_targets'],
+        message:
+          'this module sends mail: restrict where with `target` or `allowed_targets`, ' +
+          'otherwise anyone who can reach the exporter can make it send mail anywhere',
+      })
+    else if (unrestricted && legsWithAuth(m).length > 0)
       ctx.addIssue({
         code: 'custom',
         path: ['allowed_targets'],
@@ -460,6 +572,7 @@ const ModuleSchema = z
         message: `cleanup_reserve (${m.roundtrip.cleanup_reserve}s) must be less than the timeout (${m.timeout}s)`,
       })
   })
+  .transform(withMinInterval)
 
 export type Module = z.output<typeof ModuleSchema>
 export type SmtpModule = Extract<Module, { prober: 'smtp' }>

@@ -1,39 +1,109 @@
-// Targets: parse "host[:port]" and match a target against a module's allowed_targets.
+// Targets: parse "host[:port]" strictly and match a target against a module's allowed_targets.
 import { BlockList, isIP } from 'node:net'
 
 export interface Target {
-  /** Host name or IP literal, without brackets. */
+  /** Host name (lower case, no trailing dot) or IP literal, without brackets. */
   host: string
   port: number
 }
 
-/** Parses host, host:port, [v6] or [v6]:port; a bare IPv6 literal has no port. */
-export function parseTarget(text: string, defaultPort: number): Target | string {
-  const trimmed = text.trim()
-  let host = trimmed
+/**
+ * Text for a message: JSON-quoted, with everything outside printable ASCII escaped (JSON.stringify
+ * leaves U+2028, U+0085 and friends alone, and some log viewers break lines on them), and cut short so
+ * that a long query string cannot make a long log line.
+ */
+export function quote(text: string): string {
+  const short = text.length > 100 ? `${text.slice(0, 100)}...` : text
+  return JSON.stringify(short).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
+}
+
+const PORT = /^[1-9]\d{0,4}$/
+
+/** A zone id (`%lo`) for the message, shown only when it is plain text. */
+function zoneReason(text: string): string {
+  const zone = /%[A-Za-z0-9_.-]{0,20}(?![A-Za-z0-9_.-])/.exec(text)?.[0]
+  return `zone ids (${zone ?? '%...'}) are not supported`
+}
+
+/** Why `host` is neither an IPv4 literal nor a DNS name, or undefined when it is one of them. */
+function hostProblem(host: string): string | undefined {
+  if (host === '') return 'the host is empty'
+  if (isIP(host) === 4) return undefined
+  const bad = /[^A-Za-z0-9_.-]/.exec(host)?.[0]
+  if (bad !== undefined)
+    return `${quote(bad)} cannot be in a host name (letters, digits, hyphen, underscore and dots)`
+  const name = host.endsWith('.') ? host.slice(0, -1) : host
+  if (name.length > 253) return 'a host name is at most 253 characters'
+  const labels = name.split('.')
+  if (labels.some((l) => l === '')) return 'a host name has no empty labels (..)'
+  if (labels.some((l) => l.length > 63)) return 'a label of a host name is at most 63 characters'
+  if (labels.some((l) => l.startsWith('-') || l.endsWith('-')))
+    return 'a label of a host name cannot start or end with a hyphen'
+  // The resolver reads 127.1, 0x7f.1 or 010.0.0.1 as IP addresses (inet_aton), so such a "name"
+  // would dodge host and network rules alike. No top-level domain is numeric (RFC 3696 2).
+  const last = labels[labels.length - 1] ?? ''
+  if (/^(\d+|0x[0-9a-f]*)$/i.test(last)) return 'not an IPv4 address (four numbers 0-255) nor a host name'
+  return undefined
+}
+
+/**
+ * Splits a target into host and port text: exactly `host`, `host:port`, `[ipv6]` or `[ipv6]:port`,
+ * where host is an IPv4 literal or a DNS name. Returns the reason when it is none of these.
+ */
+export function splitTarget(text: string): { host: string; portText?: string } | string {
+  if (text === '') return 'it is empty (host, host:port, [ipv6] or [ipv6]:port)'
+  if (/[\s\p{C}]/u.test(text)) return 'it contains whitespace or control characters'
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text)) return 'a target is host or host:port, not a URL'
+  let host: string
   let portText: string | undefined
-  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(trimmed)
-  if (bracket) {
+  if (text.startsWith('[')) {
+    const bracket = /^\[([^\]]*)\](?::(.*))?$/.exec(text)
+    if (!bracket) return 'expected [ipv6] or [ipv6]:port'
     host = bracket[1] ?? ''
     portText = bracket[2]
-  } else if (isIP(trimmed) !== 6) {
-    const colon = trimmed.lastIndexOf(':')
-    if (colon >= 0) {
-      host = trimmed.slice(0, colon)
-      portText = trimmed.slice(colon + 1)
+    if (host.includes('%')) return zoneReason(host)
+    if (isIP(host) === 4 || hostProblem(host) === undefined) return 'brackets are for IPv6 addresses only'
+    if (isIP(host) !== 6) return `${quote(host)} is not an IPv6 address`
+  } else {
+    const colons = text.split(':').length - 1
+    if (colons > 1) {
+      if (text.includes('%')) return zoneReason(text)
+      const last = text.lastIndexOf(':')
+      const asPort = isIP(text.slice(0, last)) === 6 && PORT.test(text.slice(last + 1))
+      const suggestions = [
+        ...(asPort ? [`[${text.slice(0, last)}]:${text.slice(last + 1)}`] : []),
+        ...(isIP(text) === 6 ? [`[${text}]`] : []),
+      ]
+      return suggestions.length > 0
+        ? `IPv6 addresses go in brackets: ${suggestions.join(' or ')}`
+        : 'expected host, host:port, [ipv6] or [ipv6]:port'
     }
+    const colon = text.indexOf(':')
+    host = colon < 0 ? text : text.slice(0, colon)
+    portText = colon < 0 ? undefined : text.slice(colon + 1)
+    const problem = hostProblem(host)
+    if (problem !== undefined) return problem
   }
-  if (host === '' || /[\s/@]/.test(host) || (isIP(host) === 0 && !/^[A-Za-z0-9_.-]+$/.test(host)))
-    return `"${text}" is not a host or host:port`
-  const port = portText === undefined ? defaultPort : Number(portText)
-  if (
-    !Number.isInteger(port) ||
-    port < 1 ||
-    port > 65535 ||
-    (portText !== undefined && !/^\d+$/.test(portText))
-  )
-    return `"${text}" has no valid port (1-65535)`
-  return { host: host.toLowerCase().replace(/\.$/, ''), port }
+  if (portText !== undefined && (!PORT.test(portText) || Number(portText) > 65535))
+    return 'port must be 1-65535'
+  return portText === undefined ? { host } : { host, portText }
+}
+
+/** Parses a target (see splitTarget); a missing port is `defaultPort`. Host names are lower-cased. */
+export function parseTarget(text: string, defaultPort: number): Target | string {
+  const split = splitTarget(text)
+  if (typeof split === 'string') return `${quote(text)} is not a valid target: ${split}`
+  const port = split.portText === undefined ? defaultPort : Number(split.portText)
+  return { host: canonicalHost(split.host), port }
+}
+
+/** Lower case without the trailing dot; IPv6 in its canonical form, so rules match however it is written. */
+function canonicalHost(host: string): string {
+  if (isIP(host) === 6) return new URL(`http://[${host}]/`).hostname.slice(1, -1)
+  return host.toLowerCase().replace(/\.$/, '')
 }
 
 export type TargetRule =
@@ -43,29 +113,29 @@ export type TargetRule =
 
 /** One allowed_targets entry, or a message saying why it is not one. */
 export function parseTargetRule(text: string): TargetRule | string {
-  const rule = text.trim()
-  const cidr = /^(.+)\/(\d{1,3})$/.exec(rule)
+  const cidr = /^(.+)\/(\d{1,3})$/.exec(text)
   if (cidr) {
     const [, address = '', bitsText = ''] = cidr
-    const family = isIP(address)
+    const family = address.includes('%') ? 0 : isIP(address)
     const bits = Number(bitsText)
-    if (family === 0 || bits > (family === 4 ? 32 : 128)) return `"${text}" is not a valid network (CIDR)`
+    if (family === 0 || bits > (family === 4 ? 32 : 128))
+      return `${quote(text)} is not a valid network (CIDR)`
     const list = new BlockList()
     list.addSubnet(address, bits, family === 4 ? 'ipv4' : 'ipv6')
     return withJson({ kind: 'network', text, list })
   }
-  if (rule.startsWith('.')) {
-    const suffix = rule.toLowerCase()
-    if (!/^(\.[a-z0-9_-]+)+\.?$/.test(suffix)) return `"${text}" is not a valid domain (.example.com)`
+  if (text.startsWith('.')) {
+    const suffix = text.toLowerCase()
+    if (!/^(\.[a-z0-9_-]+)+\.?$/.test(suffix)) return `${quote(text)} is not a valid domain (.example.com)`
     return withJson({ kind: 'domain', text, suffix: suffix.replace(/\.$/, '') })
   }
-  const hasPort = /^\[.*\]:\d+$/.test(rule) || (isIP(rule) !== 6 && rule.includes(':'))
-  const target = parseTarget(rule, 1) // the port is ignored unless the rule gives one
-  if (typeof target === 'string') return `"${text}": ${target}`
+  const split = splitTarget(text)
+  if (typeof split === 'string') return `${quote(text)} is not a valid target rule: ${split}`
+  const host = canonicalHost(split.host)
   return withJson(
-    hasPort
-      ? { kind: 'host', text, host: target.host, port: target.port }
-      : { kind: 'host', text, host: target.host },
+    split.portText === undefined
+      ? { kind: 'host', text, host }
+      : { kind: 'host', text, host, port: Number(split.portText) },
   )
 }
 

@@ -4,7 +4,7 @@ import tls from 'node:tls'
 import { DeadlineError } from '../errors.ts'
 import type { TlsConfig } from '../config.ts'
 
-const MIN_VERSION = { TLS10: 'TLSv1', TLS11: 'TLSv1.1', TLS12: 'TLSv1.2', TLS13: 'TLSv1.3' } as const
+const TLS_VERSION = { TLS10: 'TLSv1', TLS11: 'TLSv1.1', TLS12: 'TLSv1.2', TLS13: 'TLSv1.3' } as const
 
 /** The certificate did not verify; the handshake itself worked, so TLS facts are still known. */
 export class TlsVerifyError extends Error {
@@ -54,7 +54,8 @@ export function tlsOptions(host: string, config: TlsConfig): tls.ConnectionOptio
     ...(config.ca ? { ca: config.ca } : {}),
     ...(config.cert ? { cert: config.cert } : {}),
     ...(config.key ? { key: config.key } : {}),
-    ...(config.min_version ? { minVersion: MIN_VERSION[config.min_version] } : {}),
+    ...(config.min_version ? { minVersion: TLS_VERSION[config.min_version] } : {}),
+    ...(config.max_version ? { maxVersion: TLS_VERSION[config.max_version] } : {}),
   }
 }
 

@@ -152,6 +152,7 @@ function exporterConfig(stateDir: string): string {
     smtp_mx_send: {
       prober: 'smtp',
       timeout: '10s',
+      allowed_targets,
       smtp: {
         tls: 'starttls',
         tls_config,
@@ -173,6 +174,8 @@ function exporterConfig(stateDir: string): string {
     // The stack's Sieve rule files mail with this header into Junk.
     roundtrip_junk: roundtrip({ headers: { 'X-Spam-Flag': 'YES' } }),
   }
+  // Prometheus here scrapes every 1-3 s, more often than the min_interval defaults (1 s, 10 s) allow.
+  for (const module of Object.values(modules)) Object.assign(module, { min_interval: '0s' })
   return stringifyYaml({ modules })
 }
 

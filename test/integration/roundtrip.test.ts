@@ -293,7 +293,9 @@ test("roundtrip (real stack): many round trips and sweeps never touch a user's o
 test("roundtrip (real stack): two modules sharing a mailbox do not delete each other's in-flight mail", async () => {
   const stateFile = join(mkdtempSync(join(tmpdir(), 'mailprobe-rt-')), 'state.json')
   const states = new RoundtripStates()
-  const deferredModule = route({ extra: `mode: deferred\n  state_file: ${stateFile}\n  sweep_after: 1ms` })
+  const deferredModule = route({
+    extra: `mode: deferred\n  state_file: ${stateFile}\n  lost_after: 1ms\n  sweep_after: 1ms`,
+  })
   const first = await probe(deferredModule, submission, { roundtripStates: states, moduleName: 'shared_a' })
   assert.equal(first.value('probe_roundtrip_pending'), 1, first.debug)
   await delivered(idOf(first.debug))

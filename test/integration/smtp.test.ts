@@ -72,6 +72,7 @@ test('smtp (Postfix): a test mail on port 25 is accepted with a queue id and del
   const r = await probe(
     `
 prober: smtp
+allowed_targets: [127.0.0.1]
 smtp:
   tls: starttls
   tls_config: { ca_file: ${stack.ca} }
@@ -109,6 +110,7 @@ test('smtp (Postfix): a recipient that does not exist fails in phase rcpt with 5
   const r = await probe(
     `
 prober: smtp
+allowed_targets: [127.0.0.1]
 smtp:
   tls: starttls
   tls_config: { ca_file: ${stack.ca} }

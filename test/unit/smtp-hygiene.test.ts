@@ -51,6 +51,7 @@ test('smtp: the client says nothing before the last line of a multi-line 220 gre
   const r = await probe(
     `
 prober: smtp
+allowed_targets: [127.0.0.1]
 smtp:
   tls: none
   send: { from: a@mx.test, to: b@mx.test, body: "line one\\nline two\\n.leading dot\\n" }`,

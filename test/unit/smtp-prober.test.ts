@@ -180,6 +180,19 @@ test('smtp: implicit TLS with a certificate from the configured CA succeeds', as
   assert.ok(r.value('probe_ssl_last_chain_expiry_timestamp_seconds') !== undefined)
 })
 
+test('smtp: tls_config.max_version caps the protocol version (TLS 1.2 against a TLS 1.3 server)', async (t) => {
+  const server = await scriptedServer(t, smtpScript({ starttls: false, authBeforeTls: true }), {
+    implicitTls: certs().good,
+  })
+  const target = `127.0.0.1:${server.port}`
+  const implicit = submission().replace('tls: starttls', 'tls: implicit')
+  const capped = await probe(implicit.replace('tls_config: {', 'tls_config: { max_version: TLS12,'), target)
+  assert.equal(capped.value('probe_success'), 1, capped.debug)
+  assert.equal(capped.value('probe_tls_version_info', { version: 'TLS 1.2' }), 1)
+  const free = await probe(implicit, target)
+  assert.equal(free.value('probe_tls_version_info', { version: 'TLS 1.3' }), 1)
+})
+
 test('smtp: STARTTLS required but not offered fails in phase starttls before any credentials', async (t) => {
   const server = await scriptedServer(t, smtpScript({ starttls: false, authBeforeTls: true }))
   const r = await probe(submission(), `127.0.0.1:${server.port}`)
