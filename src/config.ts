@@ -368,15 +368,15 @@ const RoundtripSettingsSchema = z
     /** Time kept back from the deadline for deleting the mail and logging out. */
     cleanup_reserve: duration.default(1),
     /** POP3: how many of the newest messages to scan with TOP. */
-    // At most 10000: the probe mail is among the newest few, and every scanned message costs work on
-    // each poll (POP3: one TOP command each; IMAP: its headers in the FETCH). 10000 already takes
-    // seconds per poll on a fast server, so a larger window could not finish within a scrape and would
-    // only load the mailbox server.
+    // At most 1000: the probe mail is among the newest few, and every scanned message costs work on
+    // each poll (POP3: one TOP command each; IMAP: its headers in the FETCH, which must also stay
+    // within the IMAP session's budget of 2000 untagged lines per command). 1000 already takes a
+    // good part of a second per poll, so a larger window would only load the mailbox server.
     scan_limit: z
       .number()
       .int()
       .positive()
-      .max(10000, 'scan_limit is at most 10000 (each poll reads that many messages)')
+      .max(1000, 'scan_limit is at most 1000 (each poll reads that many messages)')
       .default(100),
     /** IMAP: also look in the junk folder (\Junk special-use, then these names). */
     junk_folders: z.array(lineText()).default(['Junk', 'Spam', 'Junk E-mail', 'Junk Email']),

@@ -117,7 +117,7 @@ export const IMAP_LIMITS = {
   maxResponseSize: 2 * 1024 * 1024,
   maxUntaggedBytes: 1024 * 1024,
   /** imapflow takes each line in turn (about 15k to 60k lines a second): lines are bounded too. */
-  maxUntaggedLines: 10_000,
+  maxUntaggedLines: 2_000,
 }
 
 /** Greetings a server may open with (RFC 9051 7.1). */
@@ -154,6 +154,7 @@ export class ImapSession {
   /** A NO or BAD to CAPABILITY before login, and the phase it was in. */
   #capabilityRefused: { phase: ImapPhase; line: string } | undefined
   #untaggedBytes = 0
+  #closed = false
   #untaggedLines = 0
 
   constructor(options: {
@@ -306,6 +307,7 @@ export class ImapSession {
 
   /** Closes the connection at once; safe to call more than once. */
   close(): void {
+    this.#closed = true
     this.#signal.removeEventListener('abort', this.#onAbort)
     this.client.close()
     this.#tlsSocket?.destroy()
@@ -346,6 +348,8 @@ export class ImapSession {
   }
 
   #onLog(level: string, entry: LogEntry) {
+    // After close(), imapflow may still parse what it had buffered (a flood): none of it matters now.
+    if (this.#closed) return
     const msg = typeof entry.msg === 'string' ? entry.msg : ''
     // Client lines are logged at debug right before they are written, server lines once parsed.
     if (entry.src === 'c' && level === 'debug') this.#onClient(msg)

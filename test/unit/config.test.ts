@@ -112,7 +112,7 @@ const INVALID: Record<string, string[]> = {
   ],
   'invalid-poll-interval.yml': [
     '6:22: modules.route.roundtrip.poll_interval: poll_interval is at least 10ms (a tighter loop only loads the server)',
-    '7:19: modules.route.roundtrip.scan_limit: scan_limit is at most 10000 (each poll reads that many messages)',
+    '7:19: modules.route.roundtrip.scan_limit: scan_limit is at most 1000 (each poll reads that many messages)',
   ],
   'invalid-sweep-before-lost.yml': [
     '9:20: modules.route.roundtrip.sweep_after: sweep_after (600s) must not be shorter than lost_after (3600s): a mail still awaited would be deleted before it could be found or counted as lost',
