@@ -73,3 +73,12 @@ function rejectedCounter(registers: Registry[]): Counter<'reason'> {
   for (const reason of REJECT_REASONS) counter.inc({ reason }, 0)
   return counter
 }
+
+/** Round-trip state files found invalid, moved aside and started afresh (src/roundtrip-state.ts counts them). */
+export function roundtripStateResetCounter(registry: Registry): Counter {
+  return new Counter({
+    name: 'mailprobe_exporter_roundtrip_state_reset_total',
+    help: 'Round-trip state files found invalid (empty, not JSON, wrong schema or version), moved aside and started afresh',
+    registers: [registry],
+  })
+}

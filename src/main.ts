@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 // mailprobe_exporter: flags, config load and reload (SIGHUP, POST /-/reload), HTTP server.
-import { createServer } from 'node:http'
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig, type Config } from './config.ts'
 import { createExporterMetrics } from './exporter-metrics.ts'
@@ -10,6 +9,7 @@ import { createLogger, LEVELS, type Level } from './logger.ts'
 import { RoundtripStates } from './roundtrip-state.ts'
 import { createApp } from './server.ts'
 import { VERSION } from './version.ts'
+import { createWebServer, loadWebConfig, type WebConfig } from './web-config.ts'
 
 export const DEFAULT_LISTEN = ':9786'
 export const DEFAULT_MAX_CONCURRENT = 100
@@ -18,6 +18,7 @@ const USAGE = `usage: mailprobe_exporter [flags]
   --config.file=PATH          config file (default config/mailprobe.yml)
   --config.check              validate the config, print problems, exit 0 (valid) or 1
   --web.listen-address=ADDR   [host]:port to listen on (default ${DEFAULT_LISTEN})
+  --web.config.file=PATH      TLS and basic auth, exporter-toolkit's web-config.yml format
   --timeout-offset=SECONDS    subtracted from Prometheus' scrape timeout (default 0.5)
   --probe.max-concurrent=N    probes run at once; more wait inside their deadline, then get 503
                               (default ${DEFAULT_MAX_CONCURRENT})
@@ -46,6 +47,7 @@ function main(): void {
         'config.file': { type: 'string', default: 'config/mailprobe.yml' },
         'config.check': { type: 'boolean', default: false },
         'web.listen-address': { type: 'string', default: DEFAULT_LISTEN },
+        'web.config.file': { type: 'string' },
         'timeout-offset': { type: 'string', default: '0.5' },
         'probe.max-concurrent': { type: 'string', default: String(DEFAULT_MAX_CONCURRENT) },
         'log.level': { type: 'string', default: 'info' },
@@ -87,6 +89,14 @@ function main(): void {
     process.stderr.write(`${(err as Error).message}\n`)
     process.exit(1)
   }
+  const webConfigFile = values['web.config.file']
+  let webConfig: WebConfig | undefined
+  try {
+    webConfig = webConfigFile === undefined ? undefined : loadWebConfig(webConfigFile)
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`)
+    process.exit(1)
+  }
   if (values['config.check']) {
     process.stdout.write(`${configFile}: ok, ${Object.keys(config.modules).length} modules\n`)
     return
@@ -98,7 +108,10 @@ function main(): void {
 
   const reload = (): Promise<string | undefined> => {
     try {
-      config = loadConfig(configFile)
+      const next = loadConfig(configFile)
+      // A state file newly in the config must be ours alone, or the reload fails and the old config stays.
+      roundtripStates.lock(RoundtripStates.filesOf(next))
+      config = next
       metrics.reloadSuccess.set(1)
       metrics.reloadTimestamp.set(Date.now() / 1000)
       logger.info('loaded config file', { file: configFile })
@@ -113,7 +126,14 @@ function main(): void {
   process.on('SIGHUP', () => void reload())
 
   let draining = false
-  const roundtripStates = new RoundtripStates()
+  // Deferred state files: validated, and locked against a second exporter (which fails here, at start).
+  const roundtripStates = new RoundtripStates({ logger, registry: metrics.registry })
+  try {
+    roundtripStates.lock(RoundtripStates.filesOf(config))
+  } catch (err) {
+    logger.error('cannot start', { err: (err as Error).message })
+    process.exit(1)
+  }
   const app = createApp({
     version: VERSION,
     config: () => config,
@@ -128,9 +148,16 @@ function main(): void {
     draining: () => draining,
   })
   const { host, port } = parseListen(values['web.listen-address'])
-  const server = createServer(app)
+  const web = createWebServer(app, webConfig, logger)
+  const server = web.server
   server.listen({ port, ...(host === undefined ? {} : { host }) }, () => {
-    logger.info('listening', { address: values['web.listen-address'], version: VERSION, config: configFile })
+    logger.info('listening', {
+      address: values['web.listen-address'],
+      version: VERSION,
+      config: configFile,
+      tls: web.scheme === 'https',
+      basic_auth: (webConfig?.users.size ?? 0) > 0,
+    })
   })
   server.on('error', (err) => {
     logger.error('cannot listen', { err })
@@ -162,8 +189,17 @@ function main(): void {
       clearInterval(poll)
       server.closeAllConnections()
       if (active > 0) logger.warn('probes still running at shutdown', { requests: active })
-      logger.info('stopped')
-      process.exit(0)
+      // After the probes: their last state updates are written, then the locks released.
+      roundtripStates.close().then(
+        () => {
+          logger.info('stopped')
+          process.exit(0)
+        },
+        (err: unknown) => {
+          logger.error('cannot release the round-trip state files', { err })
+          process.exit(1)
+        },
+      )
     }, 10)
   }
   process.on('SIGTERM', () => stop('SIGTERM'))

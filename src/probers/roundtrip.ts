@@ -10,7 +10,7 @@ import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from '../pro
 import { openImapMailbox } from '../protocol/mailbox-imap.ts'
 import { openPop3Mailbox } from '../protocol/mailbox-pop3.ts'
 import { buildMessage } from '../protocol/message.ts'
-import type { RouteState } from '../roundtrip-state.ts'
+import type { InFlight, RouteState } from '../roundtrip-state.ts'
 import { parseTarget, type Target } from '../targets.ts'
 import { smtpConversation, type Mail } from './smtp.ts'
 
@@ -88,17 +88,33 @@ function newMail(settings: RoundtripSettings, module: string): Mail {
   return { from: send.from, to: send.to, message }
 }
 
+/**
+ * Sends a new probe mail. `onAccepted` runs as soon as the server accepted it (DATA's 250), before QUIT: the
+ * mail is on its way then, even if QUIT fails or the deadline hits.
+ */
 async function sendMail(
   target: Target,
   settings: RoundtripSettings,
   ctx: ProbeContext,
   phase: PhaseTimer<Phase>,
-) {
+  onAccepted?: (sent: InFlight) => Promise<void>,
+): Promise<InFlight> {
   const mail = newMail(settings, ctx.moduleName)
-  const sent = await phase('send', () =>
-    onLeg('send', smtpConversation(target, settings.smtp, ctx, { mail, labels: { leg: 'send' } })),
+  let accepted: InFlight | undefined
+  const result = await phase('send', () =>
+    onLeg(
+      'send',
+      smtpConversation(target, settings.smtp, ctx, {
+        mail,
+        labels: { leg: 'send' },
+        onAccepted: async (r) => {
+          accepted = { id: mail.message.id, acceptedAt: r.acceptedAt ?? Date.now() }
+          await onAccepted?.(accepted)
+        },
+      }),
+    ),
   )
-  return { id: mail.message.id, acceptedAt: sent.acceptedAt ?? Date.now() }
+  return accepted ?? { id: mail.message.id, acceptedAt: result.acceptedAt ?? Date.now() }
 }
 
 /** What one scrape of a round trip works with. */
@@ -170,8 +186,12 @@ async function deferredRound(
       lost_after: settings.lost_after,
     })
 
-  const sent = await sendMail(target, settings, ctx, phase)
-  await state.update(key, (route) => route.inflight.push(sent))
+  // In flight from the moment the server accepted it: a failed QUIT must not lose track of a delivered mail.
+  await sendMail(target, settings, ctx, phase, async (sent) => {
+    await state.update(key, (route) => {
+      route.inflight.push(sent)
+    })
+  })
   if (settled.lost.length > 0)
     throw new PhaseError(
       'detect',

@@ -14,6 +14,7 @@ import {
   SENT_HEADER,
   isStale,
   markerOf,
+  uidSets,
   type FoundMail,
   type Mailbox,
 } from './mailbox.ts'
@@ -79,15 +80,15 @@ export async function openImapMailbox(
   const look = async (ids: readonly string[], folder: FoundMail['folder']): Promise<Hit[]> => {
     const hits: Hit[] = []
     for (const id of ids) {
+      // \Deleted mail included: only ids in flight are looked for, and each is settled once, so a mail
+      // flagged by someone else (or by an overlapping scrape) is still a delivered mail, not a lost one.
       const uids = await session.call(() =>
         client.search({ header: { [MARKER_HEADER.toLowerCase()]: id } }, { uid: true }),
       )
       if (!Array.isArray(uids) || uids.length === 0) continue
       // SEARCH may match loosely (tokenising servers; a bounce quoting our headers is the user's mail):
       // only a message whose own marker header is exactly our id counts.
-      const messages = await session.call(() =>
-        client.fetchAll(uids.join(','), { uid: true, headers: HEADER_FIELDS }, { uid: true }),
-      )
+      const messages = await fetchHeaders(client, session.call.bind(session), uids)
       const exact = messages.find(
         (m) => header(parseHeaders(m.headers?.toString('utf8') ?? ''), MARKER_HEADER) === id,
       )
@@ -252,13 +253,13 @@ async function staleUids(
   before: number,
   keep: readonly string[],
 ) {
+  // UNDELETED: without UIDPLUS swept mails stay, flagged \Deleted; found again, they would be counted (and
+  // their UIDs sent) on every scrape.
   const candidates = await call(() =>
-    client.search({ header: { [MODULE_HEADER.toLowerCase()]: module } }, { uid: true }),
+    client.search({ header: { [MODULE_HEADER.toLowerCase()]: module }, deleted: false }, { uid: true }),
   )
   if (!Array.isArray(candidates) || candidates.length === 0) return []
-  const messages = await call(() =>
-    client.fetchAll(candidates.join(','), { uid: true, headers: HEADER_FIELDS }, { uid: true }),
-  )
+  const messages = await fetchHeaders(client, call, candidates)
   return messages
     .filter((m) => {
       const h = parseHeaders(m.headers?.toString('utf8') ?? '')
@@ -280,11 +281,20 @@ async function remove(
   ctx: ProbeContext,
 ) {
   if (uids.length === 0) return
-  const range = uids.join(',')
-  await call(() => client.messageFlagsAdd(range, ['\\Deleted'], { uid: true }))
-  if (uidplus) {
-    await call(() => uidExpunge(client, range))
-    return
+  for (const range of uidSets(uids)) {
+    await call(() => client.messageFlagsAdd(range, ['\\Deleted'], { uid: true }))
+    if (uidplus) await call(() => uidExpunge(client, range))
+    else
+      ctx.logger.warn('server lacks UIDPLUS: probe mails flagged \\Deleted but not expunged', { uids: range })
   }
-  ctx.logger.warn('server lacks UIDPLUS: probe mails flagged \\Deleted but not expunged', { uids: range })
+}
+
+/** Our marker headers of these UIDs, in commands of bounded length. */
+async function fetchHeaders(client: ImapFlow, call: Call, uids: readonly number[]) {
+  const messages = []
+  for (const range of uidSets(uids))
+    messages.push(
+      ...(await call(() => client.fetchAll(range, { uid: true, headers: HEADER_FIELDS }, { uid: true }))),
+    )
+  return messages
 }

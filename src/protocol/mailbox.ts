@@ -57,3 +57,31 @@ export function isStale(
   if (marker.sent === undefined || !/^\d+$/.test(marker.sent.trim())) return false
   return Number(marker.sent) < before
 }
+
+/**
+ * UIDs as IMAP sets ("3:7,9"), runs of consecutive UIDs compacted, each set at most `maxLength` characters,
+ * so that no command outgrows a server's line limit (RFC 7162 §4 suggests 8192 octets). A run a:b stands for
+ * exactly the UIDs a..b, all of them in the list: nothing else is ever named.
+ */
+export function uidSets(uids: readonly number[], maxLength = 1000): string[] {
+  const sorted = [...new Set(uids)].sort((a, b) => a - b)
+  const parts: string[] = []
+  for (let i = 0; i < sorted.length;) {
+    const start = sorted[i] ?? 0
+    let end = start
+    while (sorted[i + 1] === end + 1) end = sorted[++i] ?? end
+    i++
+    parts.push(end === start ? String(start) : `${String(start)}:${String(end)}`)
+  }
+  const sets: string[] = []
+  let current = ''
+  for (const part of parts) {
+    if (current !== '' && current.length + 1 + part.length > maxLength) {
+      sets.push(current)
+      current = ''
+    }
+    current = current === '' ? part : `${current},${part}`
+  }
+  if (current !== '') sets.push(current)
+  return sets
+}

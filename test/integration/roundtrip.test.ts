@@ -1,13 +1,15 @@
 // roundtrip prober against the real Postfix + Dovecot: SMTP -> IMAP/POP3, deferred mode, lost mail, Junk,
 // and the promise that no mail but our own is ever deleted.
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { RoundtripStates } from '../../src/roundtrip-state.ts'
 import { appendMail, listMail } from '../helpers/mailbox.ts'
+import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
 import { probe } from '../helpers/probe.ts'
+import { startExporter } from '../helpers/prometheus.ts'
 import { mailStack } from '../helpers/stack.ts'
 
 const stack = mailStack()
@@ -309,4 +311,55 @@ test("roundtrip (real stack): two modules sharing a mailbox do not delete each o
   }
   const second = await probe(deferredModule, submission, { roundtripStates: states, moduleName: 'shared_a' })
   assert.equal(second.value('probe_roundtrip_found'), 1, "A's mail was still there for A")
+})
+
+test('roundtrip (real stack): an exporter whose deferred state file is garbage moves it aside, says so on /metrics, and probes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mailprobe-rt-'))
+  const stateFile = join(dir, 'state.json')
+  const garbage = '{"version": 1, "routes": {"x": \u0000 truncated'
+  writeFileSync(stateFile, garbage)
+  const body = route({ extra: `mode: deferred\n  state_file: ${stateFile}` })
+    .replace(/^\n+/, '')
+    .split('\n')
+    .map((l) => '    ' + l)
+    .join('\n')
+  const configFile = join(dir, 'config.yml')
+  // min_interval off: the second scrape follows the first at once.
+  writeFileSync(configFile, `modules:\n  corrupt_state:\n    min_interval: 0s\n${body}\n`)
+  const exporter = await startExporter(configFile)
+  t.after(() => exporter.stop())
+
+  // Checked at start: moved aside, logged with the file and the problem, counted.
+  const aside = readdirSync(dir).filter((n) => n.startsWith('state.json.corrupt-'))
+  assert.equal(aside.length, 1, readdirSync(dir).join(' '))
+  assert.equal(readFileSync(join(dir, aside[0] ?? ''), 'utf8'), garbage)
+  const logged = exporter.lines().find((l) => l.includes('round-trip state file is invalid'))
+  assert.ok(logged, exporter.output())
+  assert.ok(logged.includes(stateFile) && /not JSON/.test(logged), logged)
+  const resets = async () =>
+    sampleValue(
+      parseMetrics(await (await fetch(`${exporter.url}/metrics`)).text()),
+      'mailprobe_exporter_roundtrip_state_reset_total',
+    )
+  assert.equal(await resets(), 1)
+
+  const scrape = async () => {
+    const res = await fetch(`${exporter.url}/probe?module=corrupt_state&target=${submission}`)
+    const samples = parseMetrics(await res.text())
+    return (name: string) => sampleValue(samples, name)
+  }
+  const first = await scrape()
+  assert.equal(first('probe_success'), 1, exporter.output())
+  assert.equal(first('probe_roundtrip_pending'), 1)
+  const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
+    version: number
+    routes: Record<string, { inflight: { id: string }[] }>
+  }
+  assert.equal(state.version, 1, 'a valid state file again')
+  const id = Object.values(state.routes)[0]?.inflight[0]?.id
+  await delivered(id)
+  const second = await scrape()
+  assert.equal(second('probe_roundtrip_found'), 1, exporter.output())
+  assert.equal(second('probe_roundtrip_lost_total'), 0)
+  assert.equal(await resets(), 1, 'counted once')
 })

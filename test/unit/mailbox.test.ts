@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { header, parseHeaders, receivedAt } from '../../src/protocol/headers.ts'
-import { isStale } from '../../src/protocol/mailbox.ts'
+import { isStale, uidSets } from '../../src/protocol/mailbox.ts'
 
 test('headers: parseHeaders lower-cases names, keeps repeated fields in order and unfolds folded lines', () => {
   const headers = parseHeaders(
@@ -96,4 +96,23 @@ test('isStale: the send time must be a number before the cut-off; a missing or g
   // Number('') is 0: an empty header must not read as the epoch (and be swept at once).
   assert.equal(at(''), false, 'an empty header is not the epoch')
   assert.equal(at('  '), false)
+})
+
+test('uidSets: runs of consecutive UIDs become a:b, nothing else is named, and no set outgrows the limit', () => {
+  assert.deepEqual(uidSets([]), [])
+  assert.deepEqual(uidSets([7]), ['7'])
+  assert.deepEqual(uidSets([9, 3, 4, 5, 7, 4, 1]), ['1,3:5,7,9'], 'sorted, duplicates dropped')
+  // 2000 scattered UIDs (every other one): several sets, each within the limit, together exactly the input.
+  const scattered = Array.from({ length: 2000 }, (_, i) => 1_000_000 + 2 * i)
+  const sets = uidSets(scattered, 1000)
+  assert.ok(sets.length > 1)
+  assert.ok(sets.every((s) => s.length <= 1000))
+  const named = sets.flatMap((s) =>
+    s.split(',').flatMap((part) => {
+      const [a = 0, b = a] = part.split(':').map(Number)
+      return Array.from({ length: b - a + 1 }, (_, i) => a + i)
+    }),
+  )
+  assert.deepEqual(named, scattered)
+  assert.deepEqual(uidSets(Array.from({ length: 5000 }, (_, i) => i + 1)), ['1:5000'])
 })

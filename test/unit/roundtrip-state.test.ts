@@ -1,9 +1,12 @@
-// Deferred round-trip state: persisted atomically, each mail counted once even when scrapes overlap.
+// Deferred round-trip state: persisted atomically, each mail counted once even when scrapes overlap, a bad file
+// moved aside and counted, pending writes finished on close.
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { test } from 'node:test'
+import { Registry } from 'prom-client'
+import type { Attrs, Logger } from '../../src/logger.ts'
 import { RoundtripStateFile, RoundtripStates } from '../../src/roundtrip-state.ts'
 
 const tempFile = () => join(mkdtempSync(join(tmpdir(), 'mailprobe-state-')), 'sub', 'state.json')
@@ -59,4 +62,109 @@ test('roundtrip state: one object per file, a failing change does not block late
     /boom/,
   )
   assert.equal(await state.update('k', (r) => r.inflight.length), 0)
+})
+
+/** A logger that keeps what it was told. */
+function recordingLogger() {
+  const lines: { level: string; msg: string; attrs: Attrs }[] = []
+  const make = (): Logger => ({
+    debug: (msg, attrs = {}) => lines.push({ level: 'debug', msg, attrs }),
+    info: (msg, attrs = {}) => lines.push({ level: 'info', msg, attrs }),
+    warn: (msg, attrs = {}) => lines.push({ level: 'warn', msg, attrs }),
+    error: (msg, attrs = {}) => lines.push({ level: 'error', msg, attrs }),
+    child: () => make(),
+  })
+  return { logger: make(), lines }
+}
+
+const resets = async (registry: Registry) =>
+  (await registry.getSingleMetric('mailprobe_exporter_roundtrip_state_reset_total')?.get())?.values[0]?.value
+
+const BAD_FILES: [string, string, RegExp][] = [
+  ['garbage', 'this is not json {', /not JSON/],
+  ['an empty file', '', /empty/],
+  ['another version', '{"version": 2, "routes": {}}', /version 2, this exporter reads version 1/],
+  ['no version', '{"routes": {}}', /version missing/],
+  [
+    'a wrong shape',
+    '{"version": 1, "routes": {"m|mx:25": {"inflight": "a", "lost": 0, "swept": 0}}}',
+    /routes\.m\|mx:25\.inflight: .*expected array/,
+  ],
+  [
+    'a negative counter',
+    '{"version": 1, "routes": {"k": {"inflight": [], "lost": -1, "swept": 0}}}',
+    /routes\.k\.lost/,
+  ],
+]
+
+for (const [what, text, problem] of BAD_FILES) {
+  test(`roundtrip state: ${what} is moved aside, logged, counted, and the state starts afresh`, async () => {
+    const file = tempFile()
+    mkdirSync(dirname(file), { recursive: true })
+    writeFileSync(file, text)
+    const registry = new Registry()
+    const { logger, lines } = recordingLogger()
+    const states = new RoundtripStates({ logger, registry })
+    assert.equal(await resets(registry), 0, 'exported from the start')
+    const state = states.get(file)
+    assert.deepEqual(state.snapshot('m|mx:25'), { inflight: [], lost: 0, swept: 0 })
+    const aside = readdirSync(dirname(file)).filter((n) => n.startsWith('state.json.corrupt-'))
+    assert.equal(aside.length, 1, readdirSync(dirname(file)).join(' '))
+    const stamp = aside[0]?.slice('state.json.corrupt-'.length) ?? ''
+    assert.ok(!Number.isNaN(Date.parse(stamp)), `an ISO time: ${stamp}`)
+    assert.equal(readFileSync(join(dirname(file), aside[0] ?? ''), 'utf8'), text, 'kept as it was')
+    const error = lines.find((l) => l.level === 'error')
+    assert.ok(error, 'logged')
+    assert.equal(error.attrs['file'], file)
+    assert.match(String(error.attrs['problem']), problem)
+    assert.equal(await resets(registry), 1)
+    // Probes work again: the next write makes a valid file.
+    await state.update('m|mx:25', (r) => r.inflight.push({ id: 'a', acceptedAt: 1 }))
+    assert.deepEqual(new RoundtripStateFile(file).snapshot('m|mx:25').inflight, [{ id: 'a', acceptedAt: 1 }])
+    assert.equal(await resets(registry), 1, 'counted once')
+  })
+}
+
+test('roundtrip state: a state file that cannot be read (not a missing one) fails the lock at start', () => {
+  const file = tempFile()
+  mkdirSync(file, { recursive: true }) // a directory where the file should be
+  assert.throws(() => new RoundtripStates().lock([file]), /cannot read state file .*state\.json: EISDIR/)
+  assert.ok(!existsSync(`${file}.lock`), 'the lock is let go again')
+})
+
+test('roundtrip state: writes use a unique temp name (not only the pid), leave none behind, and clean up a crashed one', async () => {
+  const file = tempFile()
+  mkdirSync(dirname(file), { recursive: true })
+  // Another container's exporter (also pid 1) in the middle of a write, by the old naming: in the way.
+  mkdirSync(`${file}.${String(process.pid)}.tmp`)
+  const state = new RoundtripStateFile(file)
+  await state.update('k', (r) => (r.lost = 3))
+  await state.update('k', (r) => (r.swept = 4))
+  assert.deepEqual(new RoundtripStateFile(file).snapshot('k'), { inflight: [], lost: 3, swept: 4 })
+  assert.deepEqual(
+    readdirSync(dirname(file)).sort(),
+    ['state.json', `state.json.${String(process.pid)}.tmp`],
+    'no temp file of ours left',
+  )
+  // A temp file of a writer that crashed mid-write is removed when the file is locked.
+  writeFileSync(`${file}.1.0123456789ab.tmp`, '{"half')
+  const states = new RoundtripStates()
+  states.lock([file])
+  assert.ok(!existsSync(`${file}.1.0123456789ab.tmp`))
+  await states.close()
+})
+
+test('roundtrip state: close() waits for the pending writes, then refuses new ones', async () => {
+  const file = tempFile()
+  const states = new RoundtripStates()
+  const state = states.get(file)
+  const writes = Array.from({ length: 5 }, (_, i) => state.update('k', (r) => (r.lost = i + 1)))
+  await states.close()
+  assert.equal(new RoundtripStateFile(file).snapshot('k').lost, 5, 'every write is on disk')
+  await Promise.all(writes)
+  await assert.rejects(
+    state.update('k', (r) => (r.lost = 99)),
+    /closed/,
+  )
+  assert.equal(new RoundtripStateFile(file).snapshot('k').lost, 5)
 })

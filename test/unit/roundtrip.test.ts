@@ -2,12 +2,16 @@
 // scripted IMAP (or POP3) server serves, so polling, the header-scan fallback, Junk, deletion and the sweep show
 // on the wire.
 import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import { after, test } from 'node:test'
 import { MailStore, imapScript, type ImapFaults } from '../servers/imap.ts'
 import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
 import { smtpScript } from '../servers/smtp.ts'
 import { probe } from '../helpers/probe.ts'
+import { RoundtripStates } from '../../src/roundtrip-state.ts'
 
 // A late imapflow error without a listener, or a rejection nobody awaits, must never happen.
 const stray: unknown[] = []
@@ -85,12 +89,16 @@ async function imapRig(
     smtp,
     ours,
     /** One probe; `extra` are lines under `roundtrip:`. */
-    run: ({ extra, timeout, moduleName }: { extra?: string[]; timeout?: string; moduleName?: string } = {}) =>
-      probe(
-        roundtripModule(imap.port, { extra, timeout }),
-        `127.0.0.1:${smtp.port}`,
-        moduleName === undefined ? {} : { moduleName },
-      ),
+    run: ({
+      extra,
+      timeout,
+      moduleName,
+      roundtripStates,
+    }: { extra?: string[]; timeout?: string; moduleName?: string; roundtripStates?: RoundtripStates } = {}) =>
+      probe(roundtripModule(imap.port, { extra, timeout }), `127.0.0.1:${smtp.port}`, {
+        ...(moduleName === undefined ? {} : { moduleName }),
+        ...(roundtripStates === undefined ? {} : { roundtripStates }),
+      }),
   }
 }
 
@@ -347,4 +355,119 @@ test('roundtrip: POP3 finds the mail on a later login, DELEs only it, and reads 
   assert.ok(r.value('probe_roundtrip_arrival_seconds') !== undefined, 'the Received: date was read')
   assert.deepEqual(drop, [mail({ Subject: 'user mail' })])
   assert.deepEqual(pop3.errors, [])
+})
+
+test('roundtrip: without UIDPLUS the sweep counts a stale mail once, and never sends its UID again', async (t) => {
+  // Swept mail stays, flagged \Deleted: found again, it was counted (1, 2, 3) and its UID sent on every scrape,
+  // until the UID list outgrew the server's line limit.
+  const store = new MailStore()
+  store.deliver(probeMail('stale-1', 'sweeper', Date.now() - 2 * 3600_000))
+  const rig = await imapRig(t, { store, caps: 'IMAP4rev1 AUTH=PLAIN IDLE' })
+  const roundtripStates = new RoundtripStates() // one exporter: the counter adds up across scrapes
+  const swept: (number | undefined)[] = []
+  for (let i = 0; i < 3; i++) {
+    const r = await rig.run({ extra: ['sweep_after: 1h'], moduleName: 'sweeper', roundtripStates })
+    assert.equal(r.value('probe_success'), 1, r.debug)
+    swept.push(r.value('probe_roundtrip_swept_total'))
+  }
+  assert.deepEqual(swept, [1, 1, 1])
+  assert.deepEqual(rig.ours, [2, 3, 4])
+  assert.deepEqual(
+    commands(rig.imap.received).filter((l) => l.startsWith('UID STORE')),
+    ['UID STORE 1:2 +FLAGS (\\Deleted)', 'UID STORE 3 +FLAGS (\\Deleted)', 'UID STORE 4 +FLAGS (\\Deleted)'],
+    'each scrape flags only its own mail (and the first the stale one)',
+  )
+  assert.ok(
+    commands(rig.imap.received).includes('UID SEARCH HEADER X-MAILPROBE-MODULE sweeper UNDELETED'),
+    'the sweep asks for undeleted mail only',
+  )
+  assert.deepEqual(expunging(rig.imap.received), [])
+  assert.equal(rig.store.mails().length, 4, 'all still there, flagged for the next expunge')
+})
+
+/**
+ * An SMTP server that accepts every mail (handing it to `onMessage`) and, on its first connection only, never
+ * answers QUIT: the mail is delivered, but the client cannot know whether the session ended well.
+ */
+function smtpSilentQuit(onMessage: (raw: string) => void) {
+  let connections = 0
+  return async (c: ScriptConnection) => {
+    const silent = connections++ === 0
+    c.line('220 mx.test ESMTP ready')
+    for (;;) {
+      const line = await c.expect().catch(() => undefined)
+      if (line === undefined) return
+      const verb = line.split(' ')[0]?.toUpperCase()
+      if (verb === 'EHLO') c.line('250-mx.test\r\n250 ENHANCEDSTATUSCODES')
+      else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET') c.line('250 2.1.0 Ok')
+      else if (verb === 'DATA') {
+        c.line('354 End data with <CR><LF>.<CR><LF>')
+        const message: string[] = []
+        for (let text = await c.expect(); text !== '.'; text = await c.expect())
+          message.push(text.startsWith('.') ? text.slice(1) : text)
+        onMessage(message.join('\r\n') + '\r\n')
+        c.line('250 2.0.0 Ok: queued as QUIET1')
+      } else if (verb === 'QUIT') {
+        if (silent) return c.closed()
+        c.line('221 2.0.0 Bye')
+        c.close()
+        return
+      } else c.line('502 5.5.2 Error: command not recognized')
+    }
+  }
+}
+
+const tempStateFile = () => join(mkdtempSync(join(tmpdir(), 'mailprobe-rt-unit-')), 'state.json')
+const idIn = (raw: string) => /^X-Mailprobe-Id: (\S+)/m.exec(raw)?.[1]
+
+test('roundtrip (deferred): a mail whose QUIT is never answered is in flight at once, and the next scrape finds it', async (t) => {
+  const store = new MailStore()
+  const imap = await scriptedServer(t, imapScript({ caps: ALL_CAPS, store }))
+  const smtp = await scriptedServer(
+    t,
+    smtpSilentQuit((raw) => store.deliver(raw)),
+  )
+  const file = tempStateFile()
+  const module = roundtripModule(imap.port, {
+    timeout: '1500ms',
+    extra: ['mode: deferred', `state_file: ${file}`],
+  })
+  const target = `127.0.0.1:${smtp.port}`
+  const first = await probe(module, target)
+  assert.equal(first.value('probe_success'), 0)
+  assert.equal(first.failedPhase, 'send_quit', first.debug)
+  assert.equal(first.value('probe_roundtrip_pending'), 1, 'accepted by DATA: in flight')
+  const id = idIn(store.mails()[0]?.raw ?? '')
+  assert.ok(id)
+  assert.match(readFileSync(file, 'utf8'), new RegExp(id), 'in the state file')
+
+  const second = await probe(module, target) // a restarted exporter: the state comes from the file
+  assert.equal(second.value('probe_success'), 1, second.debug)
+  assert.equal(second.value('probe_roundtrip_found'), 1)
+  assert.equal(second.value('probe_roundtrip_lost_total'), 0)
+  assert.equal(second.value('probe_roundtrip_pending'), 1, 'the next mail')
+  assert.ok(!store.mails().some((m) => m.raw.includes(id)), 'the first mail was found and deleted')
+})
+
+test('roundtrip (deferred): a mail whose QUIT is never answered and that never arrives is counted as lost', async (t) => {
+  const imap = await scriptedServer(t, imapScript({ caps: ALL_CAPS, store: new MailStore() }))
+  const smtp = await scriptedServer(
+    t,
+    smtpSilentQuit(() => undefined),
+  )
+  const file = tempStateFile()
+  const module = roundtripModule(imap.port, {
+    timeout: '1500ms',
+    extra: ['mode: deferred', `state_file: ${file}`, 'lost_after: 1s'],
+  })
+  const target = `127.0.0.1:${smtp.port}`
+  const first = await probe(module, target)
+  assert.equal(first.failedPhase, 'send_quit', first.debug)
+  assert.equal(first.value('probe_roundtrip_pending'), 1)
+  await new Promise((r) => setTimeout(r, 200)) // lost_after (1s) is over: the first probe waited 1.5s for QUIT
+  const second = await probe(module, target)
+  assert.equal(second.value('probe_success'), 0)
+  assert.equal(second.failedPhase, 'detect', second.debug)
+  assert.equal(second.value('probe_roundtrip_lost_total'), 1)
+  assert.equal(second.value('probe_roundtrip_pending'), 1, 'the next mail is in flight')
 })
