@@ -1,9 +1,11 @@
-// Benchmark: mailprobe_exporter against blackbox_exporter on the same real Postfix + Dovecot, same run.
-// Run with `npm run bench` (starts the mail stack). Prints latency, throughput, CPU and memory, with ratios.
+// Benchmark: mailprobe_exporter against blackbox_exporter on the same real Postfix + Dovecot, same run,
+// then a soak of mixed probes with hostile servers (bench/soak.ts). Run with `npm run bench` (starts the
+// mail stack); `-- --soak` runs only the soak, `-- --quick` shortens every part. Results: bench/results/.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, watch, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, mkdtempSync, readFileSync, watch, writeFileSync } from 'node:fs'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { parseArgs } from 'node:util'
 import { parseConfig } from '../src/config.ts'
 import { smtpConversation } from '../src/probers/smtp.ts'
 import { openImapMailbox } from '../src/protocol/mailbox-imap.ts'
@@ -11,11 +13,25 @@ import { buildMessage } from '../src/protocol/message.ts'
 import { testContext } from '../test/helpers/context.ts'
 import { mailStack } from '../test/helpers/stack.ts'
 import { parseMetrics, sampleValue } from '../test/helpers/metrics.ts'
+import { soakMarkdown } from './soak-report.ts'
+import { SOAK_MODULES, startHostileServers } from './soak-mix.ts'
+import { runSoak, type SoakResult } from './soak.ts'
+
+const { values: args } = parseArgs({
+  options: { soak: { type: 'boolean', default: false }, quick: { type: 'boolean', default: false } },
+})
+const quick = args.quick
+const envNumber = (name: string, full: number, short: number) =>
+  Number(process.env[name] ?? (quick ? short : full))
 
 const stack = mailStack()
 const dir = mkdtempSync(join(tmpdir(), 'mailprobe-bench-'))
-const SEQUENTIAL = Number(process.env['BENCH_SEQUENTIAL'] ?? 200)
-const CONCURRENT_TOTAL = Number(process.env['BENCH_CONCURRENT'] ?? 400)
+const SEQUENTIAL = envNumber('BENCH_SEQUENTIAL', 200, 50)
+const CONCURRENT_TOTAL = envNumber('BENCH_CONCURRENT', 400, 100)
+const ROUNDTRIPS = envNumber('BENCH_ROUNDTRIPS', 30, 10)
+const SOAK_PROBES = envNumber('BENCH_SOAK_PROBES', 10_000, 1000)
+const SOAK_WARMUP = envNumber('BENCH_SOAK_WARMUP', 500, 100)
+const SOAK_SETTLE_MS = envNumber('BENCH_SOAK_SETTLE_MS', 5000, 3000)
 const CONCURRENCY = 8
 
 // The same conversation for both: greeting, EHLO, STARTTLS, TLS handshake (verified), EHLO, QUIT.
@@ -56,13 +72,16 @@ modules:
 `
 
 const [user, pass] = stack.users.probe
+// min_interval 0s: a benchmark probes the same module and target back to back on purpose.
 const oursConfig = `
 modules:
   smtp_starttls:
     prober: smtp
+    min_interval: 0s
     smtp: { tls: starttls, tls_config: { ca_file: ${stack.ca}, server_name: mail.test }, ehlo: bench.example }
   smtp_submission_auth:
     prober: smtp
+    min_interval: 0s
     allowed_targets: [127.0.0.1]
     smtp:
       tls: starttls
@@ -70,6 +89,7 @@ modules:
       auth: { username: ${user}, password: ${pass} }
   imap_login:
     prober: imap
+    min_interval: 0s
     allowed_targets: [127.0.0.1]
     imap:
       tls: starttls
@@ -77,12 +97,13 @@ modules:
       auth: { username: ${user}, password: ${pass} }
   pop3_login:
     prober: pop3
+    min_interval: 0s
     allowed_targets: [127.0.0.1]
     pop3:
       tls: stls
       tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
       auth: { username: ${user}, password: ${pass} }
-`
+${SOAK_MODULES}`
 
 interface Exporter {
   name: string
@@ -102,20 +123,35 @@ async function waitUp(base: string, name: string) {
   throw new Error(`${name} did not start`)
 }
 
-async function startExporters(): Promise<[Exporter, Exporter]> {
-  writeFileSync(join(dir, 'blackbox.yml'), blackboxConfig)
+function build() {
+  try {
+    execFileSync('npm', ['run', 'build'], { stdio: 'pipe', encoding: 'utf8' })
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string }
+    throw new Error(`npm run build failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`, { cause: err })
+  }
+}
+
+/** This exporter as its own child process, listening on 127.0.0.1:port (build() first). */
+async function startOurs(port: number): Promise<Exporter> {
   writeFileSync(join(dir, 'mailprobe.yml'), oursConfig)
-  execFileSync('npm', ['run', 'build'], { stdio: 'ignore' })
   const ours = spawn(
     process.execPath,
     [
       'dist/src/main.js',
       `--config.file=${join(dir, 'mailprobe.yml')}`,
-      '--web.listen-address=127.0.0.1:19786',
+      `--web.listen-address=127.0.0.1:${port}`,
       '--log.level=error',
     ],
     { stdio: 'ignore' },
   )
+  const exporter = { name: 'mailprobe_exporter', base: `http://127.0.0.1:${port}`, process: ours }
+  await waitUp(exporter.base, exporter.name)
+  return exporter
+}
+
+async function startBlackbox(): Promise<Exporter> {
+  writeFileSync(join(dir, 'blackbox.yml'), blackboxConfig)
   const blackbox = spawn(
     'prometheus-blackbox-exporter',
     [
@@ -125,12 +161,9 @@ async function startExporters(): Promise<[Exporter, Exporter]> {
     ],
     { stdio: 'ignore' },
   )
-  const exporters: [Exporter, Exporter] = [
-    { name: 'mailprobe_exporter', base: 'http://127.0.0.1:19786', process: ours },
-    { name: 'blackbox_exporter', base: 'http://127.0.0.1:19115', process: blackbox },
-  ]
-  await Promise.all(exporters.map((e) => waitUp(e.base, e.name)))
-  return exporters
+  const exporter = { name: 'blackbox_exporter', base: 'http://127.0.0.1:19115', process: blackbox }
+  await waitUp(exporter.base, exporter.name)
+  return exporter
 }
 
 /** utime + stime of a process, in seconds. */
@@ -276,75 +309,202 @@ async function measureDetectionLag(runs: number) {
   return { lags, deliveries }
 }
 
-async function main() {
-  const [ours, blackbox] = await startExporters()
+interface Comparison {
+  sequential: number
+  concurrent: number
+  concurrency: number
+  rows: { probe: string; mailprobe: Result; blackbox: Result | undefined }[]
+  phasesMs: { smtpStarttls: Record<string, number>; imapLogin: Record<string, number> }
+  rssMiBAfter: { mailprobe: number; blackbox: number }
+  roundtrip: {
+    runs: number
+    lagMedianMs: number
+    lagP90Ms: number
+    lagMaxMs: number
+    acceptedToDetectedMedianMs: number
+  }
+}
+
+const roundPhases = (phases: Record<string, number>) =>
+  Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Number(v.toFixed(3))]))
+
+/** The comparison with blackbox_exporter and the round-trip detection lag, as before. */
+async function compare(): Promise<Comparison> {
+  const ours = await startOurs(19786)
+  const blackbox = await startBlackbox()
   try {
     const smtpTarget = `127.0.0.1:${stack.ports.submission}`
     const imapTarget = `127.0.0.1:${stack.ports.imap}`
-    const rows: [string, Result, Result | undefined][] = []
+    const rows: Comparison['rows'] = []
     console.log(
       `sequential probes: ${SEQUENTIAL} each; concurrent: ${CONCURRENT_TOTAL} at concurrency ${CONCURRENCY}`,
     )
     const smtpOurs = await measure(ours, 'smtp_starttls', smtpTarget, 'probe_smtp_duration_seconds')
     const smtpBlackbox = await measure(blackbox, 'smtp_starttls', smtpTarget)
-    rows.push(['SMTP STARTTLS (same dialogue)', smtpOurs, smtpBlackbox])
+    rows.push({ probe: 'SMTP STARTTLS (same dialogue)', mailprobe: smtpOurs, blackbox: smtpBlackbox })
     const imapOursLogin = await measure(ours, 'imap_login', imapTarget, 'probe_imap_duration_seconds')
     const imapBlackbox = await measure(blackbox, 'imap_starttls', imapTarget)
-    rows.push([
-      'IMAP: ours STARTTLS+login+EXAMINE vs blackbox STARTTLS+CAPABILITY',
-      imapOursLogin,
-      imapBlackbox,
-    ])
-    rows.push([
-      'SMTP STARTTLS + AUTH (ours only)',
-      await measure(ours, 'smtp_submission_auth', smtpTarget),
-      undefined,
-    ])
-    rows.push([
-      'POP3 STLS + login + STAT (ours only)',
-      await measure(ours, 'pop3_login', `127.0.0.1:${stack.ports.pop3}`),
-      undefined,
-    ])
-
-    console.log('\n| probe | exporter | median ms | p90 ms | p99 ms | probes/s (x8) | CPU ms/probe |')
-    console.log('|---|---|---|---|---|---|---|')
-    for (const [name, a, b] of rows) {
-      console.log(
-        `| ${name} | mailprobe | ${fmt(a.median)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.perSecond, 0)} | ${fmt(a.cpuMsPerProbe)} |`,
-      )
-      if (b) {
-        console.log(
-          `| | blackbox | ${fmt(b.median)} | ${fmt(b.p90)} | ${fmt(b.p99)} | ${fmt(b.perSecond, 0)} | ${fmt(b.cpuMsPerProbe)} |`,
-        )
-        console.log(
-          `| | ratio mailprobe/blackbox | ${fmt(a.median / b.median)} | ${fmt(a.p90 / b.p90)} | ${fmt(a.p99 / b.p99)} | ${fmt(a.perSecond / b.perSecond)} | ${fmt(a.cpuMsPerProbe / b.cpuMsPerProbe)} |`,
-        )
-      }
+    rows.push({
+      probe: 'IMAP: ours STARTTLS+login+EXAMINE vs blackbox STARTTLS+CAPABILITY',
+      mailprobe: imapOursLogin,
+      blackbox: imapBlackbox,
+    })
+    rows.push({
+      probe: 'SMTP STARTTLS + AUTH (ours only)',
+      mailprobe: await measure(ours, 'smtp_submission_auth', smtpTarget),
+      blackbox: undefined,
+    })
+    rows.push({
+      probe: 'POP3 STLS + login + STAT (ours only)',
+      mailprobe: await measure(ours, 'pop3_login', `127.0.0.1:${stack.ports.pop3}`),
+      blackbox: undefined,
+    })
+    const rssMiBAfter = {
+      mailprobe: rssMiB(ours.process.pid ?? 0),
+      blackbox: rssMiB(blackbox.process.pid ?? 0),
     }
-    console.log(
-      '\nmedian phase times (ms), mailprobe SMTP STARTTLS:',
-      JSON.stringify(smtpOurs.phases, (_k, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v)),
-    )
-    console.log(
-      'median phase times (ms), mailprobe IMAP login:',
-      JSON.stringify(imapOursLogin.phases, (_k, v: unknown) =>
-        typeof v === 'number' ? Number(v.toFixed(3)) : v,
-      ),
-    )
-    console.log(
-      `\nresident memory after the run: mailprobe ${fmt(rssMiB(ours.process.pid ?? 0), 1)} MiB, blackbox ${fmt(rssMiB(blackbox.process.pid ?? 0), 1)} MiB`,
-    )
-    const runs = Number(process.env['BENCH_ROUNDTRIPS'] ?? 30)
-    const { lags, deliveries } = await measureDetectionLag(runs)
-    console.log(
-      `\nround trip (submission -> IMAP with IDLE), ${runs} runs: stored -> detected lag median ${fmt(quantile(lags, 0.5))} ms, ` +
-        `p90 ${fmt(quantile(lags, 0.9))} ms, max ${fmt(Math.max(...lags))} ms; accepted -> detected median ${fmt(quantile(deliveries, 0.5))} ms ` +
-        `(goal: lag under 50 ms; a poller that looks every 1-5 s lags 0.5-2.5 s on average)`,
-    )
+    const { lags, deliveries } = await measureDetectionLag(ROUNDTRIPS)
+    return {
+      sequential: SEQUENTIAL,
+      concurrent: CONCURRENT_TOTAL,
+      concurrency: CONCURRENCY,
+      rows,
+      phasesMs: { smtpStarttls: roundPhases(smtpOurs.phases), imapLogin: roundPhases(imapOursLogin.phases) },
+      rssMiBAfter,
+      roundtrip: {
+        runs: ROUNDTRIPS,
+        lagMedianMs: quantile(lags, 0.5),
+        lagP90Ms: quantile(lags, 0.9),
+        lagMaxMs: Math.max(...lags),
+        acceptedToDetectedMedianMs: quantile(deliveries, 0.5),
+      },
+    }
   } finally {
     ours.process.kill()
     blackbox.process.kill()
   }
+}
+
+function comparisonMarkdown(c: Comparison): string {
+  const lines = [
+    `### mailprobe_exporter and blackbox_exporter (${c.sequential} sequential probes each, then ${c.concurrent} at concurrency ${c.concurrency})`,
+    '',
+    `| probe | exporter | median ms | p90 ms | p99 ms | probes/s (x${c.concurrency}) | CPU ms/probe |`,
+    '|---|---|---|---|---|---|---|',
+  ]
+  for (const { probe, mailprobe: a, blackbox: b } of c.rows) {
+    lines.push(
+      `| ${probe} | mailprobe | ${fmt(a.median)} | ${fmt(a.p90)} | ${fmt(a.p99)} | ${fmt(a.perSecond, 0)} | ${fmt(a.cpuMsPerProbe)} |`,
+    )
+    if (b) {
+      lines.push(
+        `| | blackbox | ${fmt(b.median)} | ${fmt(b.p90)} | ${fmt(b.p99)} | ${fmt(b.perSecond, 0)} | ${fmt(b.cpuMsPerProbe)} |`,
+        `| | ratio mailprobe/blackbox | ${fmt(a.median / b.median)} | ${fmt(a.p90 / b.p90)} | ${fmt(a.p99 / b.p99)} | ${fmt(a.perSecond / b.perSecond)} | ${fmt(a.cpuMsPerProbe / b.cpuMsPerProbe)} |`,
+      )
+    }
+  }
+  const r = c.roundtrip
+  lines.push(
+    '',
+    `median phase times (ms), mailprobe SMTP STARTTLS: ${JSON.stringify(c.phasesMs.smtpStarttls)}`,
+    '',
+    `median phase times (ms), mailprobe IMAP login: ${JSON.stringify(c.phasesMs.imapLogin)}`,
+    '',
+    `resident memory after the run: mailprobe ${fmt(c.rssMiBAfter.mailprobe, 1)} MiB, blackbox ${fmt(c.rssMiBAfter.blackbox, 1)} MiB`,
+    '',
+    `round trip (submission -> IMAP with IDLE), ${r.runs} runs: stored -> detected lag median ${fmt(r.lagMedianMs)} ms, ` +
+      `p90 ${fmt(r.lagP90Ms)} ms, max ${fmt(r.lagMaxMs)} ms; accepted -> detected median ${fmt(r.acceptedToDetectedMedianMs)} ms ` +
+      `(goal: lag under 50 ms; a poller that looks every 1-5 s lags 0.5-2.5 s on average)`,
+  )
+  return lines.join('\n') + '\n'
+}
+
+/** The soak against a fresh exporter process, with the hostile servers in a helper process. */
+async function soak(): Promise<SoakResult> {
+  const hostile = await startHostileServers()
+  try {
+    const ours = await startOurs(19787)
+    try {
+      return await runSoak({
+        base: ours.base,
+        exporter: ours.process,
+        stack,
+        hostile,
+        probes: SOAK_PROBES,
+        warmup: SOAK_WARMUP,
+        concurrency: CONCURRENCY,
+        settleMs: SOAK_SETTLE_MS,
+      })
+    } finally {
+      ours.process.kill()
+    }
+  } finally {
+    hostile.stop()
+  }
+}
+
+/** bench/results/latest.{json,md}, and a copy named by time and mode so that runs do not overwrite each other. */
+function writeResults(results: object, markdown: string) {
+  const out = new URL('./results/', import.meta.url).pathname
+  mkdirSync(out, { recursive: true })
+  const mode = `${args.soak ? 'soak' : 'all'}${quick ? '-quick' : ''}`
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  const json = JSON.stringify(results, null, 2) + '\n'
+  for (const name of ['latest', `${stamp}-${mode}`]) {
+    writeFileSync(join(out, `${name}.json`), json)
+    writeFileSync(join(out, `${name}.md`), markdown)
+  }
+  return join(out, 'latest.json')
+}
+
+/** What was measured and on what: the commit, uncommitted src/ files, cores and load (other work skews it). */
+function environment() {
+  const git = (...a: string[]) => {
+    try {
+      return execFileSync('git', a, { encoding: 'utf8' }).trim()
+    } catch {
+      return undefined
+    }
+  }
+  return {
+    node: process.version,
+    cores: cpus().length,
+    loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
+    commit: git('rev-parse', '--short', 'HEAD'),
+    uncommittedSrc: git('status', '--porcelain', '--', 'src')?.split('\n').filter(Boolean) ?? [],
+  }
+}
+
+async function main() {
+  build()
+  const started = new Date().toISOString()
+  const before = environment()
+  const comparison = args.soak ? undefined : await compare()
+  if (comparison) console.log('\n' + comparisonMarkdown(comparison))
+  const soakResult = await soak()
+  const loadAverageAfter = loadavg().map((x) => Number(x.toFixed(2)))
+  const markdown = [
+    `## Benchmark ${started}${quick ? ' (--quick)' : ''}`,
+    '',
+    `Commit ${before.commit ?? '?'}${before.uncommittedSrc.length > 0 ? ` with uncommitted src/ changes (${before.uncommittedSrc.length} files)` : ''}, ` +
+      `Node ${before.node}, ${before.cores} cores, load average ${before.loadAverage.join(' ')} at the start, ${loadAverageAfter.join(' ')} at the end.`,
+    '',
+    ...(comparison ? [comparisonMarkdown(comparison)] : []),
+    soakMarkdown(soakResult),
+  ].join('\n')
+  const file = writeResults(
+    {
+      started,
+      quick,
+      mode: args.soak ? 'soak' : 'all',
+      environment: { ...before, loadAverageAfter },
+      comparison,
+      soak: soakResult,
+    },
+    markdown,
+  )
+  console.log('\n' + soakMarkdown(soakResult))
+  console.log(`results: ${file} (and latest.md next to it)`)
 }
 
 await main()
