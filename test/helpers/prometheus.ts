@@ -45,7 +45,7 @@ export async function waitFor<T>(
 }
 
 export interface Daemon {
-  /** http://127.0.0.1:PORT */
+  /** http://127.0.0.1:PORT (https:// with ExporterOptions.scheme) */
   url: string
   /** The last output lines (stdout and stderr), for failure messages. */
   output(): string
@@ -95,11 +95,17 @@ function supervise(name: string, child: ChildProcess, url: string): Daemon & { e
 }
 
 /** Waits until GET url answers 200, or fails early when the process exits. */
-async function waitReady(daemon: Daemon & { exited: Promise<void> }, path: string, timeoutMs: number) {
+async function waitReady(
+  daemon: Daemon & { exited: Promise<void> },
+  path: string,
+  timeoutMs: number,
+  ready?: (url: string) => Promise<boolean>,
+) {
   let gone = false
   void daemon.exited.then(() => (gone = true))
   await waitFor(`${daemon.url}${path}`, timeoutMs, async () => {
     if (gone) throw new Error(`the process exited\n${daemon.output()}`)
+    if (ready) return (await ready(daemon.url).catch(() => false)) ? true : undefined
     const res = await fetch(`${daemon.url}${path}`, { signal: AbortSignal.timeout(1000) }).catch(
       () => undefined,
     )
@@ -107,8 +113,19 @@ async function waitReady(daemon: Daemon & { exited: Promise<void> }, path: strin
   })
 }
 
+export interface ExporterOptions {
+  /** https when the exporter runs with a web config that has tls_server_config. */
+  scheme?: 'http' | 'https'
+  /** Replaces the readiness check (GET /-/healthy answers 200), e.g. for TLS or basic auth. */
+  ready?: (url: string) => Promise<boolean>
+}
+
 /** The exporter from source (node --import tsx src/main.ts), on a free loopback port. */
-export async function startExporter(configFile: string, extraFlags: string[] = []): Promise<Daemon> {
+export async function startExporter(
+  configFile: string,
+  extraFlags: string[] = [],
+  options: ExporterOptions = {},
+): Promise<Daemon> {
   const port = await freePort()
   // node itself, not npx: SIGTERM must reach the exporter, not a wrapper.
   const child = spawn(
@@ -123,9 +140,9 @@ export async function startExporter(configFile: string, extraFlags: string[] = [
     ],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   )
-  const daemon = supervise('exporter', child, `http://127.0.0.1:${port}`)
+  const daemon = supervise('exporter', child, `${options.scheme ?? 'http'}://127.0.0.1:${port}`)
   try {
-    await waitReady(daemon, '/-/healthy', 20_000)
+    await waitReady(daemon, '/-/healthy', 20_000, options.ready)
   } catch (err) {
     await daemon.stop()
     throw err
