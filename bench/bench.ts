@@ -461,7 +461,7 @@ function writeResults(results: object, markdown: string) {
 function environment() {
   const git = (...a: string[]) => {
     try {
-      return execFileSync('git', a, { encoding: 'utf8' }).trim()
+      return execFileSync('git', a, { encoding: 'utf8' }).trimEnd()
     } catch {
       return undefined
     }
