@@ -1,11 +1,10 @@
 // Config: zod schemas for every module kind, loaded from YAML with errors that name file, line and key.
-import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
 import { parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
-import { ConfigError, parseYamlFile } from './yaml-file.ts'
+import { ConfigError, loadYamlFile, parseYamlFile, readSettingFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- building blocks
 
@@ -42,20 +41,6 @@ function lineText(schema: z.ZodString = z.string().min(1)) {
 
 /** RFC 5322 3.6.8: a field name is printable US-ASCII except space and colon. */
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/
-
-function readFile(path: string, ctx: z.RefinementCtx, key: string): Buffer | undefined {
-  try {
-    return readFileSync(path)
-  } catch (err) {
-    ctx.issues.push({
-      code: 'custom',
-      input: path,
-      path: [key],
-      message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-    })
-    return undefined
-  }
-}
 
 /**
  * A secret given as `name`, `name_file` or `name_env` (exactly one), resolved at load time.
@@ -104,7 +89,7 @@ function resolveSecret(
     secret = value
     from = `the ${name}`
   } else if (key.endsWith('_file')) {
-    const content = readFile(value, ctx, key)
+    const content = readSettingFile(value, ctx, key)
     if (content === undefined) return undefined
     secret = content.toString('utf8').replace(/\r?\n$/, '')
     from = `the ${name} in ${value}`
@@ -170,9 +155,9 @@ const TlsConfigSchema = z
       })
     }
     return {
-      ca: raw.ca_file === undefined ? undefined : readFile(raw.ca_file, ctx, 'ca_file'),
-      cert: raw.cert_file === undefined ? undefined : readFile(raw.cert_file, ctx, 'cert_file'),
-      key: raw.key_file === undefined ? undefined : readFile(raw.key_file, ctx, 'key_file'),
+      ca: raw.ca_file === undefined ? undefined : readSettingFile(raw.ca_file, ctx, 'ca_file'),
+      cert: raw.cert_file === undefined ? undefined : readSettingFile(raw.cert_file, ctx, 'cert_file'),
+      key: raw.key_file === undefined ? undefined : readSettingFile(raw.key_file, ctx, 'key_file'),
       ca_file: raw.ca_file,
       cert_file: raw.cert_file,
       key_file: raw.key_file,
@@ -597,13 +582,7 @@ export function parseConfig(text: string, file: string): Config {
 }
 
 export function loadConfig(file: string): Config {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    throw new ConfigError(file, [`${file}: cannot read: ${(err as Error).message}`])
-  }
-  return parseConfig(text, file)
+  return loadYamlFile(file, ConfigSchema)
 }
 
 /** The module as JSON for /config and ?debug=true: secrets print as <secret>, file contents are left out. */

@@ -106,25 +106,6 @@ function main(): void {
   metrics.reloadSuccess.set(1)
   metrics.reloadTimestamp.set(Date.now() / 1000)
 
-  const reload = (): Promise<string | undefined> => {
-    try {
-      const next = loadConfig(configFile)
-      // A state file newly in the config must be ours alone, or the reload fails and the old config stays.
-      roundtripStates.lock(RoundtripStates.filesOf(next))
-      config = next
-      metrics.reloadSuccess.set(1)
-      metrics.reloadTimestamp.set(Date.now() / 1000)
-      logger.info('loaded config file', { file: configFile })
-      return Promise.resolve(undefined)
-    } catch (err) {
-      metrics.reloadSuccess.set(0)
-      const message = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
-      logger.error('error reloading config, keeping the previous one', { err: message })
-      return Promise.resolve(message)
-    }
-  }
-  process.on('SIGHUP', () => void reload())
-
   let draining = false
   // Deferred state files: validated, and locked against a second exporter (which fails here, at start).
   const roundtripStates = new RoundtripStates({ logger, registry: metrics.registry })
@@ -137,7 +118,7 @@ function main(): void {
   const app = createApp({
     version: VERSION,
     config: () => config,
-    reload,
+    reload: () => reload(),
     logger,
     history: new History(),
     metrics,
@@ -150,6 +131,31 @@ function main(): void {
   const { host, port } = parseListen(values['web.listen-address'])
   const web = createWebServer(app, webConfig, logger)
   const server = web.server
+  const reload = (): Promise<string | undefined> => {
+    try {
+      const next = loadConfig(configFile)
+      const nextWeb = webConfigFile === undefined ? undefined : loadWebConfig(webConfigFile)
+      const webProblem = nextWeb === undefined ? undefined : web.check(nextWeb)
+      if (webProblem !== undefined) throw new Error(`${webConfigFile}: ${webProblem}`)
+      // A state file newly in the config must be ours alone, or the reload fails and the old config stays.
+      roundtripStates.lock(RoundtripStates.filesOf(next))
+      if (nextWeb !== undefined) web.update(nextWeb)
+      config = next
+      metrics.reloadSuccess.set(1)
+      metrics.reloadTimestamp.set(Date.now() / 1000)
+      logger.info('loaded config file', {
+        file: configFile,
+        ...(webConfigFile === undefined ? {} : { web_config: webConfigFile }),
+      })
+      return Promise.resolve(undefined)
+    } catch (err) {
+      metrics.reloadSuccess.set(0)
+      const message = err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message
+      logger.error('error reloading config, keeping the previous one', { err: message })
+      return Promise.resolve(message)
+    }
+  }
+  process.on('SIGHUP', () => void reload())
   server.listen({ port, ...(host === undefined ? {} : { host }) }, () => {
     logger.info('listening', {
       address: values['web.listen-address'],

@@ -1,6 +1,5 @@
 // --web.config.file: exporter-toolkit's web config (TLS, client certificates, basic auth, headers) and the server it shapes.
 import { createHash, createHmac, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer, type IncomingMessage, type RequestListener } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { isIPv6 } from 'node:net'
@@ -10,7 +9,7 @@ import bcrypt from 'bcryptjs'
 import { z } from 'zod'
 import type { Logger } from './logger.ts'
 import { Secret } from './secret.ts'
-import { ConfigError, parseYamlFile } from './yaml-file.ts'
+import { loadYamlFile, parseYamlFile, readSettingFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- schema
 
@@ -45,20 +44,6 @@ function unsupported(key: string, why = '') {
       error: `"${key}" (an exporter-toolkit setting) is not supported by mailprobe_exporter${why}; remove it`,
     })
     .optional()
-}
-
-function readFile(path: string, ctx: z.RefinementCtx, key: string): Buffer | undefined {
-  try {
-    return readFileSync(path)
-  } catch (err) {
-    ctx.issues.push({
-      code: 'custom',
-      input: path,
-      path: [key],
-      message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-    })
-    return undefined
-  }
 }
 
 function requiredPath(key: string) {
@@ -109,12 +94,12 @@ function tlsSchema(baseDir: string) {
       if (raw.min_version > raw.max_version) issue('min_version', 'min_version is above max_version')
 
       // Relative paths are relative to the web config file, as in exporter-toolkit.
-      const cert = readFile(resolve(baseDir, raw.cert_file), ctx, 'cert_file')
-      const key = readFile(resolve(baseDir, raw.key_file), ctx, 'key_file')
+      const cert = readSettingFile(resolve(baseDir, raw.cert_file), ctx, 'cert_file')
+      const key = readSettingFile(resolve(baseDir, raw.key_file), ctx, 'key_file')
       const ca =
         raw.client_ca_file === undefined
           ? undefined
-          : readFile(resolve(baseDir, raw.client_ca_file), ctx, 'client_ca_file')
+          : readSettingFile(resolve(baseDir, raw.client_ca_file), ctx, 'client_ca_file')
       if (cert !== undefined && key !== undefined) {
         try {
           createSecureContext({ cert, key })
@@ -233,13 +218,7 @@ export function parseWebConfig(text: string, file: string): WebConfig {
 
 /** Reads and checks the web config file, the certificate, key and CA files included; throws ConfigError. */
 export function loadWebConfig(file: string): WebConfig {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    throw new ConfigError(file, [`${file}: cannot read: ${(err as Error).message}`])
-  }
-  return parseWebConfig(text, file)
+  return { file, ...loadYamlFile(file, webConfigSchema(dirname(file))) }
 }
 
 // ---------------------------------------------------------------- basic auth

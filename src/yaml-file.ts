@@ -11,6 +11,7 @@ import {
   type YAMLMap,
   visit,
 } from 'yaml'
+import { readFileSync } from 'node:fs'
 import type { z } from 'zod'
 import { quote } from './targets.ts'
 
@@ -160,4 +161,30 @@ export function parseYamlFile<S extends z.ZodType>(text: string, file: string, s
     })
   })
   throw new ConfigError(file, problems)
+}
+
+/** Reads a YAML file and checks it against `schema`; a file that cannot be read is a ConfigError too. */
+export function loadYamlFile<S extends z.ZodType>(file: string, schema: S): z.output<S> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [`${file}: cannot read: ${(err as Error).message}`])
+  }
+  return parseYamlFile(text, file, schema)
+}
+
+/** A file named by a setting (a certificate, a key, a password file), read inside a zod transform. */
+export function readSettingFile(path: string, ctx: z.RefinementCtx, key: string): Buffer | undefined {
+  try {
+    return readFileSync(path)
+  } catch (err) {
+    ctx.issues.push({
+      code: 'custom',
+      input: path,
+      path: [key],
+      message: `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    })
+    return undefined
+  }
 }

@@ -694,6 +694,45 @@ test('web config: update() swaps users and certificates, and refuses what needs 
   )
 })
 
+test('web config: the exporter re-reads it on POST /-/reload and SIGHUP; a change that needs a restart is refused', async (t) => {
+  const f = files(`basic_auth_users:\n  alice: ${ALICE_HASH}\n`)
+  const daemon = await startExporter(f.config, [`--web.config.file=${f.web}`], {
+    ready: async (url) => (await get(`${url}/-/healthy`, { user: 'alice:s3cret' })).status === 200,
+  })
+  t.after(() => daemon.stop())
+  const status = async (user: string) => (await get(`${daemon.url}/-/healthy`, { user })).status
+
+  writeFileSync(f.web, `basic_auth_users:\n  bob: ${bcrypt.hashSync('two', 4)}\n`)
+  const reloaded = await get(`${daemon.url}/-/reload`, { method: 'POST', user: 'alice:s3cret' })
+  assert.equal(reloaded.status, 200, reloaded.body)
+  assert.deepEqual([await status('alice:s3cret'), await status('bob:two')], [401, 200], 'the new users rule')
+
+  writeFileSync(f.web, `basic_auth_users:\n  carol: ${bcrypt.hashSync('three', 4)}\n`)
+  daemon.kill('SIGHUP')
+  for (const until = Date.now() + 10_000; (await status('carol:three')) !== 200;) {
+    assert.ok(Date.now() < until, `SIGHUP did not reload the web config:\n${daemon.output()}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  assert.equal(await status('bob:two'), 401)
+
+  const set = certs()
+  writeFileSync(join(f.dir, 'server.crt'), set.good.cert)
+  writeFileSync(join(f.dir, 'server.key'), set.good.key)
+  writeFileSync(f.web, 'tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n')
+  const refused = await get(`${daemon.url}/-/reload`, { method: 'POST', user: 'carol:three' })
+  assert.equal(refused.status, 500)
+  assert.match(refused.body, /web\.yml: switching between HTTP and HTTPS needs a restart/)
+  assert.equal(await status('carol:three'), 200, 'the previous web config stays')
+
+  writeFileSync(f.web, 'basic_auth_users:\n  dave: not-a-hash\n')
+  const bad = await get(`${daemon.url}/-/reload`, { method: 'POST', user: 'carol:three' })
+  assert.equal(bad.status, 500)
+  assert.match(bad.body, /web\.yml:2:\d+: basic_auth_users\.dave/, bad.body)
+  assert.equal(await status('carol:three'), 200, 'a bad web config changes nothing')
+  const metrics = await get(`${daemon.url}/metrics`, { user: 'carol:three' })
+  assert.match(metrics.body, /^mailprobe_exporter_config_last_reload_successful 0$/m)
+})
+
 test('web config: config/web-config.example.yml loads as it is, and with every option uncommented', () => {
   const text = readFileSync(join(ROOT, 'config/web-config.example.yml'), 'utf8')
   const asIs = parseWebConfig(text, 'web-config.example.yml')
