@@ -25,23 +25,28 @@ function openssl(dir: string, args: string[]) {
   execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
 }
 
-function leaf(dir: string, name: string, san: string, days: string[]) {
-  openssl(dir, [
-    'req',
-    '-new',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.csr`,
-    '-subj',
-    `/CN=${name}`,
-  ])
+/** A new key `name.key` and a signing request `name.csr` for CN=`cn`. */
+function keyAndRequest(dir: string, name: string, cn: string) {
+  const out = ['-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`]
+  openssl(dir, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', ...out])
+}
+
+export interface LeafOptions {
+  /** subjectAltName, e.g. `DNS:localhost,IP:127.0.0.1` */
+  san: string
+  /** The signing CA's certificate and key files; default `ca.crt` and `ca.key` in `dir`. */
+  caCert?: string
+  caKey?: string
+  usage?: 'serverAuth' | 'clientAuth'
+  days?: number
+}
+
+/** A leaf `name.crt`/`name.key` in `dir`, signed by a CA; returns the file paths. */
+export function signedLeaf(dir: string, name: string, options: LeafOptions) {
+  keyAndRequest(dir, name, name)
   writeFileSync(
     join(dir, `${name}.ext`),
-    `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+    `subjectAltName=${options.san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=${options.usage ?? 'serverAuth'}\n`,
   )
   openssl(dir, [
     'x509',
@@ -49,17 +54,49 @@ function leaf(dir: string, name: string, san: string, days: string[]) {
     '-in',
     `${name}.csr`,
     '-CA',
-    'ca.crt',
+    options.caCert ?? 'ca.crt',
     '-CAkey',
-    'ca.key',
+    options.caKey ?? 'ca.key',
+    '-CAserial',
+    `${name}.srl`,
     '-CAcreateserial',
     '-extfile',
     `${name}.ext`,
     '-out',
     `${name}.crt`,
-    ...days,
+    '-days',
+    String(options.days ?? 30),
   ])
-  return { cert: readFileSync(join(dir, `${name}.crt`)), key: readFileSync(join(dir, `${name}.key`)) }
+  return { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) }
+}
+
+function leaf(dir: string, name: string, san: string) {
+  const files = signedLeaf(dir, name, { san })
+  return { cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) }
+}
+
+/** A self-signed CA `name.crt`/`name.key` in `dir`. */
+export function selfSignedCa(dir: string, name: string, subject: string) {
+  openssl(dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.crt`,
+    '-days',
+    '30',
+    '-subj',
+    `/CN=${subject}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
+  return { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) }
 }
 
 /** A CA-signed leaf that expired yesterday (`openssl ca` takes explicit dates; OpenSSL 3.0's x509 does not). */
@@ -92,19 +129,7 @@ function expiredLeaf(dir: string) {
       '',
     ].join('\n'),
   )
-  openssl(dir, [
-    'req',
-    '-new',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'expired.key',
-    '-out',
-    'expired.csr',
-    '-subj',
-    '/CN=localhost',
-  ])
+  keyAndRequest(dir, 'expired', 'localhost')
   openssl(dir, [
     'ca',
     '-batch',
@@ -125,28 +150,10 @@ function expiredLeaf(dir: string) {
 export function certs(): CertSet {
   if (cached) return cached
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-certs-'))
-  openssl(dir, [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.crt',
-    '-days',
-    '30',
-    '-subj',
-    '/CN=mailprobe test CA',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-  ])
-  const good = leaf(dir, 'good', 'DNS:localhost,IP:127.0.0.1', ['-days', '30'])
+  selfSignedCa(dir, 'ca', 'mailprobe test CA')
+  const good = leaf(dir, 'good', 'DNS:localhost,IP:127.0.0.1')
   const expired = expiredLeaf(dir)
-  const wrongName = leaf(dir, 'wrong', 'DNS:wrong.example', ['-days', '30'])
+  const wrongName = leaf(dir, 'wrong', 'DNS:wrong.example')
   openssl(dir, [
     'req',
     '-x509',

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
 import { startExporter } from '../helpers/prometheus.ts'
-import type { Attrs, Logger } from '../../src/logger.ts'
+import { recordingLogger } from '../helpers/logger.ts'
 import { RoundtripStates, StateLockedError } from '../../src/roundtrip-state.ts'
 
 const tempFile = () => join(mkdtempSync(join(tmpdir(), 'mailprobe-lock-')), 'state.json')
@@ -53,18 +53,6 @@ function deadPid(): number {
   const child = spawnSync(process.execPath, ['-e', ''])
   assert.ok(child.pid)
   return child.pid
-}
-
-function recordingLogger() {
-  const lines: { level: string; msg: string; attrs: Attrs }[] = []
-  const make = (): Logger => ({
-    debug: (msg, attrs = {}) => lines.push({ level: 'debug', msg, attrs }),
-    info: (msg, attrs = {}) => lines.push({ level: 'info', msg, attrs }),
-    warn: (msg, attrs = {}) => lines.push({ level: 'warn', msg, attrs }),
-    error: (msg, attrs = {}) => lines.push({ level: 'error', msg, attrs }),
-    child: () => make(),
-  })
-  return { logger: make(), lines }
 }
 
 function states(t: TestContext, options: ConstructorParameters<typeof RoundtripStates>[0] = {}) {

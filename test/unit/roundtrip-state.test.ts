@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import { Registry } from 'prom-client'
-import type { Attrs, Logger } from '../../src/logger.ts'
+import { recordingLogger } from '../helpers/logger.ts'
 import { RoundtripStateFile, RoundtripStates } from '../../src/roundtrip-state.ts'
 
 const tempFile = () => join(mkdtempSync(join(tmpdir(), 'mailprobe-state-')), 'sub', 'state.json')
@@ -63,19 +63,6 @@ test('roundtrip state: one object per file, a failing change does not block late
   )
   assert.equal(await state.update('k', (r) => r.inflight.length), 0)
 })
-
-/** A logger that keeps what it was told. */
-function recordingLogger() {
-  const lines: { level: string; msg: string; attrs: Attrs }[] = []
-  const make = (): Logger => ({
-    debug: (msg, attrs = {}) => lines.push({ level: 'debug', msg, attrs }),
-    info: (msg, attrs = {}) => lines.push({ level: 'info', msg, attrs }),
-    warn: (msg, attrs = {}) => lines.push({ level: 'warn', msg, attrs }),
-    error: (msg, attrs = {}) => lines.push({ level: 'error', msg, attrs }),
-    child: () => make(),
-  })
-  return { logger: make(), lines }
-}
 
 const resets = async (registry: Registry) =>
   (await registry.getSingleMetric('mailprobe_exporter_roundtrip_state_reset_total')?.get())?.values[0]?.value

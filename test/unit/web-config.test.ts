@@ -14,7 +14,7 @@ import { TLSSocket } from 'node:tls'
 import bcrypt from 'bcryptjs'
 import { ROOT } from '../helpers/dashboards.ts'
 import { startExporter } from '../helpers/prometheus.ts'
-import { certs } from '../servers/certs.ts'
+import { certs, selfSignedCa, signedLeaf } from '../servers/certs.ts'
 import {
   createAuthenticator,
   createWebServer,
@@ -31,51 +31,6 @@ const ALICE_HASH = bcrypt.hashSync('s3cret', 4)
 
 // ---------------------------------------------------------------- certificates
 
-function openssl(dir: string, args: string[]) {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`)
-}
-
-function clientLeaf(dir: string, name: string, caCert: string, caKey: string, san: string) {
-  openssl(dir, [
-    'req',
-    '-new',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.csr`,
-    '-subj',
-    `/CN=${name}`,
-  ])
-  writeFileSync(
-    join(dir, `${name}.ext`),
-    `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n`,
-  )
-  openssl(dir, [
-    'x509',
-    '-req',
-    '-in',
-    `${name}.csr`,
-    '-CA',
-    caCert,
-    '-CAkey',
-    caKey,
-    '-CAserial',
-    `${name}.srl`,
-    '-CAcreateserial',
-    '-extfile',
-    `${name}.ext`,
-    '-out',
-    `${name}.crt`,
-    '-days',
-    '30',
-  ])
-  return { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) }
-}
-
 interface Clients {
   /** Signed by the test CA (certs()), for client authentication; SANs: DNS, IP (::1), e-mail, URI. */
   good: { certFile: string; keyFile: string }
@@ -88,38 +43,20 @@ function clients(): Clients {
   if (clientsCache) return clientsCache
   const set = certs()
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-webcerts-'))
-  openssl(dir, [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'other-ca.key',
-    '-out',
-    'other-ca.crt',
-    '-subj',
-    '/CN=other CA',
-    '-days',
-    '30',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-  ])
+  const other = selfSignedCa(dir, 'other-ca', 'other CA')
   clientsCache = {
-    good: clientLeaf(
-      dir,
-      'client',
-      set.caFile,
-      join(set.dir, 'ca.key'),
-      'DNS:client.example,IP:::1,email:monitor@example.com,URI:spiffe://mailprobe/prometheus',
-    ),
-    stranger: clientLeaf(
-      dir,
-      'stranger',
-      join(dir, 'other-ca.crt'),
-      join(dir, 'other-ca.key'),
-      'DNS:client.example',
-    ),
+    good: signedLeaf(dir, 'client', {
+      caCert: set.caFile,
+      caKey: join(set.dir, 'ca.key'),
+      usage: 'clientAuth',
+      san: 'DNS:client.example,IP:::1,email:monitor@example.com,URI:spiffe://mailprobe/prometheus',
+    }),
+    stranger: signedLeaf(dir, 'stranger', {
+      caCert: other.certFile,
+      caKey: other.keyFile,
+      usage: 'clientAuth',
+      san: 'DNS:client.example',
+    }),
   }
   return clientsCache
 }
