@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# mailprobe_exporter: compiled in a full Node 20 image, run from a slim one as an unprivileged user.
+# mailprobe_exporter: compiled in a full Node 24 (LTS) image, run from a slim one as an unprivileged user.
 #   docker build -t mailprobe_exporter .
 #   docker run -p 9786:9786 -v "$PWD/config/mailprobe.yml:/etc/mailprobe/config.yml:ro" mailprobe_exporter
 
-FROM node:20-bookworm AS build
+FROM node:24-bookworm AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci
@@ -11,7 +11,7 @@ RUN npm ci
 COPY . .
 RUN npm run build
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -132,12 +132,22 @@ function build() {
   }
 }
 
+/**
+ * For the soak only: a full garbage collection on SIGUSR2, so that RSS before and after compares what is
+ * kept, not where V8's collector happens to be. Node flags, not exporter code.
+ */
+const GC_ON_SIGNAL = [
+  '--expose-gc',
+  "--import=data:text/javascript,process.on('SIGUSR2',()=>globalThis.gc())",
+]
+
 /** This exporter as its own child process, listening on 127.0.0.1:port (build() first). */
-async function startOurs(port: number): Promise<Exporter> {
+async function startOurs(port: number, options: { gcOnSignal?: boolean } = {}): Promise<Exporter> {
   writeFileSync(join(dir, 'mailprobe.yml'), oursConfig)
   const ours = spawn(
     process.execPath,
     [
+      ...(options.gcOnSignal ? GC_ON_SIGNAL : []),
       'dist/src/main.js',
       `--config.file=${join(dir, 'mailprobe.yml')}`,
       `--web.listen-address=127.0.0.1:${port}`,
@@ -423,7 +433,7 @@ function comparisonMarkdown(c: Comparison): string {
 async function soak(): Promise<SoakResult> {
   const hostile = await startHostileServers()
   try {
-    const ours = await startOurs(19787)
+    const ours = await startOurs(19787, { gcOnSignal: true })
     try {
       return await runSoak({
         base: ours.base,

@@ -10,8 +10,10 @@ export function soakMarkdown(r: SoakResult): string {
     '',
     '| figure | value |',
     '|---|---|',
-    `| exporter RSS: idle / baseline (after warm-up, ${r.settleMs / 1000} s settle) / max during the run / end (${r.settleMs / 1000} s settle) | ${f(r.rssMiB.idle)} / ${f(r.rssMiB.baseline)} / ${f(r.rssMiB.max)} / ${f(r.rssMiB.end)} MiB (end ${f(r.rssMiB.endVsBaseline * 100)} % vs baseline; max during warm-up ${f(r.rssMiB.maxWarmup)} MiB) |`,
-    `| V8 heap used / heap total / external (Buffers): baseline → end | ${f(r.nodeMemory.baseline.heapUsedMiB)} / ${f(r.nodeMemory.baseline.heapTotalMiB)} / ${f(r.nodeMemory.baseline.externalMiB)} → ${f(r.nodeMemory.end?.heapUsedMiB)} / ${f(r.nodeMemory.end?.heapTotalMiB)} / ${f(r.nodeMemory.end?.externalMiB)} MiB |`,
+    `| exporter RSS after a full GC: baseline (after warm-up and ${r.settleMs / 1000} s settle) → end (${r.settleMs / 1000} s settle) | ${f(r.rssMiB.baselineCollected)} → ${f(r.rssMiB.endCollected)} MiB (${f((r.rssMiB.endCollected / r.rssMiB.baselineCollected - 1) * 100)} %) |`,
+    `| exporter RSS as found: idle / baseline / max during the run / end | ${f(r.rssMiB.idle)} / ${f(r.rssMiB.baseline)} / ${f(r.rssMiB.max)} / ${f(r.rssMiB.end)} MiB (end ${f(r.rssMiB.endVsBaseline * 100)} % vs baseline; max during warm-up ${f(r.rssMiB.maxWarmup)} MiB) |`,
+    `| V8 heap used / used outside compiled code / heap total / external (Buffers) after a full GC: baseline → end | ${f(r.nodeMemory.baseline.heapUsedMiB)} / ${f(r.nodeMemory.baseline.keptMiB)} / ${f(r.nodeMemory.baseline.heapTotalMiB)} / ${f(r.nodeMemory.baseline.externalMiB)} → ${f(r.nodeMemory.end?.heapUsedMiB)} / ${f(r.nodeMemory.end?.keptMiB)} / ${f(r.nodeMemory.end?.heapTotalMiB)} / ${f(r.nodeMemory.end?.externalMiB)} MiB |`,
+    `| V8 heap spaces (committed) after a full GC: baseline → end | ${spaces(r.nodeMemory.baseline.spacesMiB)} → ${spaces(r.nodeMemory.end?.spacesMiB)} MiB |`,
     `| RSS after each tenth of the probes | ${r.timeline.map((t) => f(t.rssMiB, 0)).join(', ')} MiB |`,
     `| open fds: idle / baseline / max / end (after up to 10 s more) | ${r.fds.idle} / ${r.fds.baseline} / ${r.fds.max} / ${f(r.fds.end, 0)} (${f(r.fds.endAfterWait, 0)}) |`,
     `| throughput | ${f(r.probesPerSecond)} probes/s (${f(r.seconds)} s) |`,
@@ -43,4 +45,11 @@ function bytes(n: number) {
   if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`
   if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`
   return `${n} B`
+}
+
+function spaces(m: Record<string, number> | undefined) {
+  if (m === undefined) return '–'
+  return Object.entries(m)
+    .map(([space, mib]) => `${space.replace(/_space$/, '')} ${f(mib)}`)
+    .join(', ')
 }

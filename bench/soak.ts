@@ -9,6 +9,8 @@ import { cycle, SOAK_DEADLINE_MS, type HostileServers, type ProbeSpec } from './
 /** A flood (or silent) probe must answer within its deadline plus this. */
 const SLACK_MS = 100
 const SAMPLE_MS = 100
+/** After the SIGUSR2 that makes the exporter collect its garbage. */
+const GC_WAIT_MS = 1000
 /** A request the exporter has not answered by then counts as a transport error (bounded wait). */
 const REQUEST_TIMEOUT_MS = 60_000
 /** Of each answer, only its start and end are kept (probe_success comes first; a flood may be huge). */
@@ -82,6 +84,10 @@ export interface NodeMemory {
   heapUsedMiB: number | undefined
   heapTotalMiB: number | undefined
   externalMiB: number | undefined
+  /** Committed size of each V8 heap space (new, old, code, large_object, ...). */
+  spacesMiB: Record<string, number>
+  /** Heap used outside the code spaces: what the program keeps (compiled code grows as V8 optimises). */
+  keptMiB: number | undefined
 }
 
 /** The exporter's own view of its memory (prom-client's nodejs_* metrics): where RSS growth sits, if any. */
@@ -91,10 +97,25 @@ async function nodeMemory(base: string): Promise<NodeMemory> {
     const value = new RegExp(`^${name} (\\S+)`, 'm').exec(answer)?.[1]
     return value === undefined ? undefined : Number(value) / 1024 / 1024
   }
+  const used = (space: string) =>
+    Number(
+      new RegExp(`^nodejs_heap_space_size_used_bytes\\{space="${space}"\\} (\\S+)`, 'm').exec(answer)?.[1] ??
+        0,
+    )
+  const heapUsed = mib('nodejs_heap_size_used_bytes')
   return {
-    heapUsedMiB: mib('nodejs_heap_size_used_bytes'),
+    heapUsedMiB: heapUsed,
+    keptMiB:
+      heapUsed === undefined
+        ? undefined
+        : heapUsed - (used('code') + used('code_large_object')) / 1024 / 1024,
     heapTotalMiB: mib('nodejs_heap_size_total_bytes'),
     externalMiB: mib('nodejs_external_memory_bytes'),
+    spacesMiB: Object.fromEntries(
+      [...answer.matchAll(/^nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)/gm)]
+        .map(([, space, value]) => [space!, Number(value) / 1024 / 1024] as const)
+        .filter(([, value]) => value >= 0.05),
+    ),
   }
 }
 
@@ -104,6 +125,17 @@ const quantile = (values: number[], q: number) => {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * RSS and the heap after a full garbage collection (the baseline's also starts the run from a collected
+ * heap, not from wherever the collector happened to be after the warm-up) (the exporter runs with bench.ts's GC_ON_SIGNAL): what
+ * the process keeps, without the garbage of the last probes that the collector has not reached yet.
+ */
+async function collected(pid: number, base: string): Promise<{ rss: number; memory: NodeMemory }> {
+  process.kill(pid, 'SIGUSR2')
+  await sleep(GC_WAIT_MS)
+  return { rss: rssMiB(pid), memory: await nodeMemory(base) }
+}
 
 export interface SoakOptions {
   base: string
@@ -151,9 +183,13 @@ export interface SoakResult {
     maxWarmup: number
     max: number
     end: number
+    /** After a full GC (collected()): the figures the check compares. */
+    baselineCollected: number
+    endCollected: number
     endVsBaseline: number
   }
   fds: { idle: number; baseline: number; max: number; end: number; endAfterWait: number }
+  /** The heap after a full GC, at the baseline and at the end. */
   nodeMemory: { baseline: NodeMemory; end: NodeMemory | undefined }
   /** RSS (MiB) and fds after every tenth of the probes. */
   timeline: { probes: number; seconds: number; rssMiB: number; fds: number }[]
@@ -210,12 +246,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     await run(o.warmup, () => undefined)
     const maxWarmup = maxRss
     await sleep(o.settleMs)
-    const baseline = { rss: rssMiB(pid), fds: fdCount(pid), memory: await nodeMemory(o.base) }
-    maxRss = baseline.rss
+    const settled = rssMiB(pid)
+    const gc = await collected(pid, o.base)
+    const baseline = { rss: settled, collected: gc.rss, fds: fdCount(pid), memory: gc.memory }
+    maxRss = Math.max(baseline.rss, baseline.collected)
     maxFds = baseline.fds
 
     process.stdout.write(
-      `soak: ${o.probes} probes at concurrency ${o.concurrency} (baseline RSS ${baseline.rss.toFixed(1)} MiB, ${baseline.fds} fds)\n`,
+      `soak: ${o.probes} probes at concurrency ${o.concurrency} (baseline RSS ${baseline.rss.toFixed(1)} MiB, ${baseline.collected.toFixed(1)} MiB after a full GC, ${baseline.fds} fds)\n`,
     )
     const byCategory = new Map<string, { spec: ProbeSpec; answers: Answer[] }>()
     let completed = 0
@@ -242,18 +280,20 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const seconds = (performance.now() - start) / 1000
 
     await sleep(o.settleMs)
-    let end = { rss: NaN, fds: NaN }
+    let end = { rss: NaN, collected: NaN, fds: NaN }
     let endAfterWait = NaN
     let memoryEnd: NodeMemory | undefined
     if (exit === undefined) {
-      end = { rss: rssMiB(pid), fds: fdCount(pid) }
+      const settledEnd = rssMiB(pid)
+      const gcEnd = await collected(pid, o.base)
+      end = { rss: settledEnd, collected: gcEnd.rss, fds: fdCount(pid) }
+      memoryEnd = gcEnd.memory
       // Sockets closed late (or never): wait a little longer and look again, bounded.
       endAfterWait = end.fds
       for (let i = 0; i < 20 && endAfterWait > baseline.fds; i++) {
         await sleep(500)
         endAfterWait = fdCount(pid)
       }
-      memoryEnd = await nodeMemory(o.base)
     }
 
     const categories: CategoryResult[] = [...byCategory.values()].map(({ spec, answers }) => {
@@ -307,6 +347,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const sum = (key: 'non200' | 'transportErrors' | 'unexpectedResult') =>
       categories.reduce((n, c) => n + c[key], 0)
     const endVsBaseline = end.rss / baseline.rss - 1
+    const heapBefore = baseline.memory.keptMiB ?? NaN
+    const heapAfter = memoryEnd?.keptMiB ?? NaN
+    const heapGrowth = heapAfter / heapBefore - 1
     const pct = (x: number) => `${(x * 100).toFixed(1)} %`
     const verdicts = [
       {
@@ -318,6 +361,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         check: 'RSS at the end within 10 % of the baseline',
         pass: endVsBaseline <= 0.1,
         detail: `baseline ${baseline.rss.toFixed(1)} MiB, end ${end.rss.toFixed(1)} MiB (${pct(endVsBaseline)}), max ${maxRss.toFixed(1)} MiB`,
+      },
+      {
+        check:
+          'the heap kept (V8 heap used after a full GC, compiled code aside) within 10 % of the baseline',
+        pass: heapGrowth <= 0.1,
+        detail: `baseline ${heapBefore.toFixed(1)} MiB, end ${heapAfter.toFixed(1)} MiB (${pct(heapGrowth)}); RSS after the GC ${baseline.collected.toFixed(1)} and ${end.collected.toFixed(1)} MiB (V8 keeps the young generation's 32 MiB or gives it back, as it sees fit)`,
       },
       {
         check: 'open fds back to the baseline',
@@ -345,7 +394,16 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       settleMs: o.settleMs,
       seconds,
       probesPerSecond: completed / seconds,
-      rssMiB: { idle: idle.rss, baseline: baseline.rss, maxWarmup, max: maxRss, end: end.rss, endVsBaseline },
+      rssMiB: {
+        idle: idle.rss,
+        baseline: baseline.rss,
+        maxWarmup,
+        max: maxRss,
+        end: end.rss,
+        baselineCollected: baseline.collected,
+        endCollected: end.collected,
+        endVsBaseline,
+      },
       fds: { idle: idle.fds, baseline: baseline.fds, max: maxFds, end: end.fds, endAfterWait },
       nodeMemory: { baseline: baseline.memory, end: memoryEnd },
       timeline,

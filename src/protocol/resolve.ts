@@ -44,7 +44,7 @@ export async function resolveHost(
     let found: Resolved | undefined
     for (const family of order) {
       try {
-        const answer = await abortable(lookup(host, { family, verbatim: true }), ctx.signal)
+        const answer = await abortable(lookup(host, { family, order: 'verbatim' }), ctx.signal)
         found = { address: answer.address, family: answer.family as 4 | 6 }
         break
       } catch (err) {

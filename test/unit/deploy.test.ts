@@ -168,12 +168,12 @@ test('Dockerfile: builds with npm ci && npm run build, and runs dist/src/main.js
   }, [])
   assert.ok(stages.length >= 2, 'multi-stage')
   const build = stages[0]!.join('\n')
-  assert.match(build, /^FROM node:20\S* AS build/m)
+  assert.match(build, /^FROM node:24\S* AS build/m)
   assert.match(build, /RUN npm ci/)
   assert.match(build, /RUN npm run build/)
 
   const final = stages.at(-1)!
-  assert.match(final[0]!, /^FROM node:20[-\w.]*slim/)
+  assert.match(final[0]!, /^FROM node:24[-\w.]*slim/)
   const users = final.filter((l) => /^USER\s/i.test(l)).map((l) => l.split(/\s+/)[1] ?? '')
   assert.ok(users.length > 0, 'the final stage sets USER')
   const user = users.at(-1)!.split(':')[0]!
