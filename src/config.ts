@@ -3,6 +3,8 @@ import { hostname } from 'node:os'
 import { z } from 'zod'
 import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
+import { TLS_VERSIONS } from './protocol/connection.ts'
+import { IMAP_MECHANISMS, POP3_MECHANISMS, SMTP_MECHANISMS } from './protocol/sasl.ts'
 import { parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
 import { ConfigError, loadYamlFile, parseYamlFile, readSettingFile } from './yaml-file.ts'
 
@@ -121,8 +123,7 @@ function resolveSecret(
   return new Secret(secret)
 }
 
-const TlsVersion = z.enum(['TLS10', 'TLS11', 'TLS12', 'TLS13'])
-export type TlsVersion = z.infer<typeof TlsVersion>
+const TlsVersion = z.enum(TLS_VERSIONS)
 
 const TlsConfigSchema = z
   .strictObject({
@@ -167,7 +168,6 @@ const TlsConfigSchema = z
       insecure_skip_verify: raw.insecure_skip_verify,
     }
   })
-export type TlsConfig = z.output<typeof TlsConfigSchema>
 
 const IpProtocol = z.enum(['ip4', 'ip6'])
 
@@ -177,24 +177,6 @@ const connectionFields = {
   ip_protocol_fallback: z.boolean().default(true),
   tls_config: TlsConfigSchema.prefault({}),
 }
-
-const SMTP_MECHANISMS = ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'CRAM-MD5', 'XOAUTH2', 'PLAIN', 'LOGIN'] as const
-const POP3_MECHANISMS = [
-  'SCRAM-SHA-256',
-  'SCRAM-SHA-1',
-  'CRAM-MD5',
-  'APOP',
-  'XOAUTH2',
-  'PLAIN',
-  'LOGIN',
-  'USER',
-] as const
-/** IMAP-LOGIN is the IMAP LOGIN command (RFC 9051 6.2.3), as opposed to the SASL mechanism LOGIN. */
-const IMAP_MECHANISMS = ['OAUTHBEARER', 'XOAUTH2', 'PLAIN', 'LOGIN', 'IMAP-LOGIN'] as const
-export type SmtpMechanism = (typeof SMTP_MECHANISMS)[number]
-export type Pop3Mechanism = (typeof POP3_MECHANISMS)[number]
-export type ImapMechanism = (typeof IMAP_MECHANISMS)[number]
-export { SMTP_MECHANISMS, POP3_MECHANISMS, IMAP_MECHANISMS }
 
 function authSchema<M extends readonly [string, ...string[]]>(mechanisms: M) {
   return z

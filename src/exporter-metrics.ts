@@ -74,7 +74,7 @@ function rejectedCounter(registers: Registry[]): Counter<'reason'> {
   return counter
 }
 
-/** Round-trip state files found invalid, moved aside and started afresh (src/roundtrip-state.ts counts them). */
+/** Round-trip state files found invalid, moved aside and started afresh (src/probers/roundtrip/state.ts counts them). */
 export function roundtripStateResetCounter(registry: Registry): Counter {
   return new Counter({
     name: 'mailprobe_exporter_roundtrip_state_reset_total',

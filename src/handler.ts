@@ -8,8 +8,8 @@ import type { History } from './history.ts'
 import type { IntervalGate, ProbeSlots } from './limits.ts'
 import { reject, type Rejection } from './rejections.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
-import { runProber } from './probe.ts'
-import type { RoundtripStates } from './roundtrip-state.ts'
+import { runProber } from './probers/index.ts'
+import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import { parseTarget, targetAllowed, type Target } from './targets.ts'
 
 export interface HandlerDeps {

@@ -2,9 +2,23 @@
 import net from 'node:net'
 import tls from 'node:tls'
 import { DeadlineError } from '../errors.ts'
-import type { TlsConfig } from '../config.ts'
 
 const TLS_VERSION = { TLS10: 'TLSv1', TLS11: 'TLSv1.1', TLS12: 'TLSv1.2', TLS13: 'TLSv1.3' } as const
+export type TlsVersion = keyof typeof TLS_VERSION
+export const TLS_VERSIONS = Object.keys(TLS_VERSION) as [TlsVersion, ...TlsVersion[]]
+
+/** How a probe speaks TLS (a module's tls_config, files already read). */
+export interface TlsConfig {
+  ca?: Buffer | undefined
+  cert?: Buffer | undefined
+  key?: Buffer | undefined
+  /** Verify against this name instead of the target host (and send it as SNI). */
+  server_name?: string | undefined
+  min_version?: TlsVersion | undefined
+  max_version?: TlsVersion | undefined
+  /** Finish the handshake whatever the certificate (for its facts); credentials still need verification. */
+  insecure_skip_verify: boolean
+}
 
 /** The certificate did not verify; the handshake itself worked, so TLS facts are still known. */
 export class TlsVerifyError extends Error {

@@ -4,10 +4,10 @@ import type net from 'node:net'
 import type { Duplex } from 'node:stream'
 import tls from 'node:tls'
 import { ImapFlow, type AuthOptions, type ImapTransport, type Logger as ImapflowLogger } from 'imapflow'
-import type { ImapMechanism, TlsConfig } from '../config.ts'
 import { DeadlineError, PhaseError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { VERSION } from '../version.ts'
+import type { ImapMechanism } from './sasl.ts'
 import { abortable } from './abort.ts'
 import {
   afterTicket,
@@ -17,6 +17,7 @@ import {
   FloodError,
   tlsOptions,
   TlsVerifyError,
+  type TlsConfig,
 } from './connection.ts'
 import {
   capabilityList,

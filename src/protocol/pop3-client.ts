@@ -2,11 +2,10 @@
 // Our own because node-pop3 has no STLS, a broken CAPA, no usable SASL continuations and hangs on split terminators.
 import type net from 'node:net'
 import { TLSSocket } from 'node:tls'
-import type { Pop3Mechanism, TlsConfig } from '../config.ts'
 import { ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import { FloodError, LineChannel, startTls } from './connection.ts'
+import { FloodError, LineChannel, startTls, type TlsConfig } from './connection.ts'
 import {
   apopTimestamp,
   parseCapa,
@@ -16,7 +15,15 @@ import {
   parseUidlLine,
   type Capabilities,
 } from './pop3-reply.ts'
-import { apopDigest, b64, cramMd5Response, plainResponse, ScramClient, xoauth2Response } from './sasl.ts'
+import {
+  apopDigest,
+  b64,
+  cramMd5Response,
+  plainResponse,
+  ScramClient,
+  xoauth2Response,
+  type Pop3Mechanism,
+} from './sasl.ts'
 
 export type { Capabilities } from './pop3-reply.ts'
 

@@ -20,6 +20,38 @@ export const STRENGTH = [
 
 const TOKEN_MECHANISMS = new Set(['XOAUTH2', 'OAUTHBEARER'])
 
+/** What each protocol's clients here can log in with (IMAP: imapflow has no CRAM-MD5 and no SCRAM). */
+export const SMTP_MECHANISMS = [
+  'SCRAM-SHA-256',
+  'SCRAM-SHA-1',
+  'CRAM-MD5',
+  'XOAUTH2',
+  'PLAIN',
+  'LOGIN',
+] as const
+export const POP3_MECHANISMS = [
+  'SCRAM-SHA-256',
+  'SCRAM-SHA-1',
+  'CRAM-MD5',
+  'APOP',
+  'XOAUTH2',
+  'PLAIN',
+  'LOGIN',
+  'USER',
+] as const
+/** IMAP-LOGIN is the IMAP LOGIN command (RFC 9051 6.2.3), as opposed to the SASL mechanism LOGIN. */
+export const IMAP_MECHANISMS = ['OAUTHBEARER', 'XOAUTH2', 'PLAIN', 'LOGIN', 'IMAP-LOGIN'] as const
+export type SmtpMechanism = (typeof SMTP_MECHANISMS)[number]
+export type Pop3Mechanism = (typeof POP3_MECHANISMS)[number]
+export type ImapMechanism = (typeof IMAP_MECHANISMS)[number]
+
+/** The credentials of an auth block; a secret is revealed only to the mechanism that sends it. */
+export interface Credentials {
+  username: string
+  password?: { reveal(): string } | undefined
+  oauth2_token?: { reveal(): string } | undefined
+}
+
 export interface MechanismChoice<M extends string> {
   /** Mechanisms to try, in order (only the first unless try_all_mechanisms). */
   order: M[]

@@ -1,14 +1,12 @@
 // SMTP AUTH mechanisms nodemailer lacks (SCRAM) or ties to its own OAuth client (XOAUTH2), as customAuth handlers.
-import type { SmtpSettings } from '../config.ts'
 import { ProtocolError } from '../errors.ts'
-import { ScramClient, xoauth2Response } from './sasl.ts'
+import { ScramClient, xoauth2Response, type Credentials } from './sasl.ts'
 import type { CustomAuthContext } from './smtp-session.ts'
 
 /** SCRAM and XOAUTH2 through nodemailer's customAuth hook (it has no SCRAM, and XOAUTH2 wants an OAuth client). */
 export function customAuth(
-  settings: SmtpSettings,
+  auth: Credentials | undefined,
 ): Record<string, (ctx: CustomAuthContext) => Promise<void>> {
-  const auth = settings.auth
   if (!auth) return {}
   const scram = (mechanism: 'SCRAM-SHA-1' | 'SCRAM-SHA-256') => async (c: CustomAuthContext) => {
     const client = new ScramClient(mechanism, auth.username, auth.password?.reveal() ?? '')

@@ -3,11 +3,10 @@
 import type net from 'node:net'
 import type tls from 'node:tls'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
-import type { TlsConfig } from '../config.ts'
 import { DeadlineError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import { afterTicket, checkVerified, tlsOptions } from './connection.ts'
+import { afterTicket, checkVerified, tlsOptions, type TlsConfig } from './connection.ts'
 import { parseReply, type SmtpReply } from './smtp-reply.ts'
 
 export type SmtpPhase =

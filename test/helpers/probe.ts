@@ -4,7 +4,7 @@ import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { handleProbe } from '../../src/handler.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
-import { RoundtripStates } from '../../src/roundtrip-state.ts'
+import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 import { parseMetrics, sampleValue, type Labels, type Sample } from './metrics.ts'
 
 export interface ProbeOutcome {

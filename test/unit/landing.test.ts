@@ -8,7 +8,7 @@ import { parseConfig } from '../../src/config.ts'
 import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
-import { RoundtripStates } from '../../src/roundtrip-state.ts'
+import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 import { createApp } from '../../src/server.ts'
 import { scriptedServer } from '../servers/scripted.ts'
 

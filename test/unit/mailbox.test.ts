@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { header, parseHeaders, receivedAt } from '../../src/protocol/headers.ts'
-import { isStale, uidSets } from '../../src/protocol/mailbox.ts'
+import { isStale, uidSets } from '../../src/probers/roundtrip/mailbox.ts'
 
 test('headers: parseHeaders lower-cases names, keeps repeated fields in order and unfolds folded lines', () => {
   const headers = parseHeaders(

@@ -18,7 +18,7 @@ import { test, type TestContext } from 'node:test'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
 import { startExporter } from '../helpers/prometheus.ts'
 import { recordingLogger } from '../helpers/logger.ts'
-import { RoundtripStates, StateLockedError } from '../../src/roundtrip-state.ts'
+import { RoundtripStates, StateLockedError } from '../../src/probers/roundtrip/state.ts'
 
 const tempFile = () => join(mkdtempSync(join(tmpdir(), 'mailprobe-lock-')), 'state.json')
 const pidns = () => readlinkSync('/proc/self/ns/pid')

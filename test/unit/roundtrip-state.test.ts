@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import { Registry } from 'prom-client'
 import { recordingLogger } from '../helpers/logger.ts'
-import { RoundtripStateFile, RoundtripStates } from '../../src/roundtrip-state.ts'
+import { RoundtripStateFile, RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 
 const tempFile = () => join(mkdtempSync(join(tmpdir(), 'mailprobe-state-')), 'sub', 'state.json')
 

@@ -11,7 +11,7 @@ import { MailStore, imapScript, type ImapFaults } from '../servers/imap.ts'
 import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
 import { smtpScript } from '../servers/smtp.ts'
 import { probe } from '../helpers/probe.ts'
-import { RoundtripStates } from '../../src/roundtrip-state.ts'
+import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 
 // A late imapflow error without a listener, or a rejection nobody awaits, must never happen.
 const stray: unknown[] = []

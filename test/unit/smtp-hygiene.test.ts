@@ -147,7 +147,7 @@ test('smtp: QUIT after the server has already closed returns at once instead of 
     host: '127.0.0.1',
     secured: false,
     mode: 'none',
-    tlsConfig: { insecure_skip_verify: false } as never,
+    tlsConfig: { insecure_skip_verify: false },
     ehloName: 'probe.test',
     signal: ctx.signal,
     logger: ctx.logger,

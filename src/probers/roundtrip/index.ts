@@ -1,18 +1,18 @@
 // The roundtrip prober: send a marked mail through the target, find it by IMAP or POP3, time the delivery,
 // delete exactly that mail. sync: all in one scrape. deferred: check earlier scrapes' mails, then send the next.
 import { Counter, type Registry } from 'prom-client'
-import type { RoundtripModule, RoundtripSettings } from '../config.ts'
-import { PhaseError } from '../errors.ts'
-import { setGauge } from '../metrics.ts'
-import { phaseTimer, type PhaseTimer } from '../phases.ts'
-import type { ProbeContext, Prober } from '../probe.ts'
-import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from '../protocol/mailbox.ts'
-import { openImapMailbox } from '../protocol/mailbox-imap.ts'
-import { openPop3Mailbox } from '../protocol/mailbox-pop3.ts'
-import { buildMessage } from '../protocol/message.ts'
-import type { InFlight, RouteState } from '../roundtrip-state.ts'
-import { parseTarget, type Target } from '../targets.ts'
-import { smtpConversation, type Mail } from './smtp.ts'
+import type { RoundtripModule, RoundtripSettings } from '../../config.ts'
+import { PhaseError } from '../../errors.ts'
+import { setGauge } from '../../metrics.ts'
+import { phaseTimer, type PhaseTimer } from '../../phases.ts'
+import type { ProbeContext, Prober } from '../../prober.ts'
+import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from './mailbox.ts'
+import { openImapMailbox } from './mailbox-imap.ts'
+import { openPop3Mailbox } from './mailbox-pop3.ts'
+import { buildMessage } from '../../protocol/message.ts'
+import type { InFlight, RouteState } from './state.ts'
+import { parseTarget, type Target } from '../../targets.ts'
+import { smtpConversation, type Mail } from '../../dialogues/smtp.ts'
 
 const PHASES = ['send', 'detect', 'fetch', 'cleanup'] as const
 type Phase = (typeof PHASES)[number]

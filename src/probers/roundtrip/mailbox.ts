@@ -1,6 +1,6 @@
 // The receiving leg of a round trip, whatever the protocol: find our marked mails, read when they arrived, delete them.
-import { header } from './headers.ts'
-import { MARKER_HEADER } from './message.ts'
+import { header } from '../../protocol/headers.ts'
+import { MARKER_HEADER } from '../../protocol/message.ts'
 
 /** Header naming the module that sent a probe mail: a module sweeps only its own stale mails. */
 export const MODULE_HEADER = 'X-Mailprobe-Module'

@@ -1,14 +1,9 @@
-// The prober seam: ProbeContext, Prober, and runProber() (the only switch over module kinds).
+// The prober seam: what every prober gets (ProbeContext) and what it is (Prober).
 import type { Registry } from 'prom-client'
 import type { Logger } from './logger.ts'
-import type { Module } from './config.ts'
 import type { ProbeProgress } from './phases.ts'
-import type { RoundtripStates } from './roundtrip-state.ts'
+import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import type { Target } from './targets.ts'
-import { probeSmtp } from './probers/smtp.ts'
-import { probePop3 } from './probers/pop3.ts'
-import { probeImap } from './probers/imap.ts'
-import { probeRoundtrip } from './probers/roundtrip.ts'
 
 /** Everything a prober gets besides its target and module. */
 export interface ProbeContext {
@@ -30,16 +25,3 @@ export interface ProbeContext {
 
 /** Resolves when the target is healthy; rejects with the reason when it is not. */
 export type Prober<M> = (target: Target, module: M, ctx: ProbeContext) => Promise<void>
-
-export function runProber(target: Target, module: Module, ctx: ProbeContext): Promise<void> {
-  switch (module.prober) {
-    case 'smtp':
-      return probeSmtp(target, module, ctx)
-    case 'pop3':
-      return probePop3(target, module, ctx)
-    case 'imap':
-      return probeImap(target, module, ctx)
-    case 'roundtrip':
-      return probeRoundtrip(target, module, ctx)
-  }
-}

@@ -2,7 +2,7 @@
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import type { Registry } from 'prom-client'
-import { abortable } from './abort.ts'
+import { abortable } from '../protocol/abort.ts'
 import { setGauge, type Labels } from '../metrics.ts'
 import type { Logger } from '../logger.ts'
 

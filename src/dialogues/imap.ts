@@ -1,9 +1,9 @@
-// The imap prober: banner, CAPABILITY, STARTTLS or implicit TLS, login, EXAMINE or STATUS, LOGOUT; every command timed.
+// The IMAP dialogue: resolve, connect, banner, CAPABILITY, STARTTLS or implicit TLS, login (openImap); every command timed.
 import type { ImapFlow } from 'imapflow'
-import type { ImapAuth, ImapMechanism, ImapModule, ImapSettings } from '../config.ts'
+import type { ImapAuth, ImapSettings } from '../config.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import { phaseTimer, type PhaseTimer } from '../phases.ts'
-import type { ProbeContext, Prober } from '../probe.ts'
+import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import { authMechanisms, hasCapability } from '../protocol/imap-reply.ts'
 import {
@@ -13,50 +13,15 @@ import {
   type LoginPlan,
   type PreLogin,
 } from '../protocol/imap-session.ts'
-import { resolveHost, type Resolved } from '../protocol/resolve.ts'
-import { chooseMechanisms } from '../protocol/sasl.ts'
-import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
+import { resolveHost, type Resolved } from './resolve.ts'
+import { IMAP_MECHANISMS, chooseMechanisms, type ImapMechanism } from '../protocol/sasl.ts'
+import { recordTlsMetrics } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
 export { IMAP_PHASES, type ImapPhase }
 
 /** What imapflow can log in with: no CRAM-MD5 and no SCRAM (it has no hook for other SASL mechanisms). */
-const IMPLEMENTED: readonly ImapMechanism[] = ['OAUTHBEARER', 'XOAUTH2', 'PLAIN', 'LOGIN', 'IMAP-LOGIN']
-
-export const probeImap: Prober<ImapModule> = async (target, module, ctx) => {
-  const settings = module.imap
-  const { client, session } = await openImap(target, settings, ctx)
-  try {
-    const box = await session.during('select', () => checkMailbox(client, session, settings))
-    const gauge = (name: string, help: string, value: number | undefined) => {
-      if (value !== undefined) setGauge(ctx.registry, name, help, value)
-    }
-    gauge('probe_imap_mailbox_messages', 'Messages in the mailbox', box.messages)
-    gauge('probe_imap_mailbox_recent', 'Messages with \\Recent in the mailbox', box.recent)
-    gauge('probe_imap_mailbox_unseen', 'Messages without \\Seen in the mailbox', box.unseen)
-    await session.during('logout', () => client.logout())
-  } finally {
-    session.close()
-  }
-}
-
-/** Read-only: EXAMINE (never SELECT, so no flag changes and no expunge) or STATUS, as configured. */
-async function checkMailbox(client: ImapFlow, session: ImapSession, settings: ImapSettings) {
-  if (settings.mailbox_check === 'status') {
-    const status = await client.status(settings.mailbox, { messages: true, recent: true, unseen: true })
-    if (!status) throw new Error(`STATUS ${settings.mailbox} failed`) // imapflow answers a NO with false
-    return { messages: status.messages, recent: status.recent, unseen: status.unseen }
-  }
-  const box = await client.mailboxOpen(settings.mailbox, { readOnly: true })
-  // EXAMINE's [UNSEEN n] is the first unseen message, not a count: SEARCH UNSEEN counts (RETURN COUNT with ESEARCH).
-  const unseen = await client.search({ seen: false }, { returnOptions: ['COUNT'] })
-  if (unseen === false || unseen === undefined) throw new Error('SEARCH UNSEEN failed')
-  return {
-    messages: box.exists,
-    recent: session.recent,
-    unseen: Array.isArray(unseen) ? unseen.length : unseen.count,
-  }
-}
+const IMPLEMENTED = IMAP_MECHANISMS
 
 /** A logged-in IMAP connection (from openImap). */
 export interface ImapConnection {

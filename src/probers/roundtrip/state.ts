@@ -21,9 +21,9 @@ import { hostname } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Registry } from 'prom-client'
 import { z } from 'zod'
-import type { Config } from './config.ts'
-import { roundtripStateResetCounter } from './exporter-metrics.ts'
-import { silentLogger, type Logger } from './logger.ts'
+import type { Config } from '../../config.ts'
+import { roundtripStateResetCounter } from '../../exporter-metrics.ts'
+import { silentLogger, type Logger } from '../../logger.ts'
 
 export interface InFlight {
   id: string

@@ -1,16 +1,16 @@
-// The pop3 prober: banner, CAPA, STLS or implicit TLS, login, STAT (and UIDL/LIST), QUIT; every command timed.
-import { POP3_MECHANISMS, type Pop3Module, type Pop3Settings } from '../config.ts'
+// The POP3 dialogue: resolve, connect, banner, CAPA, STLS or implicit TLS, login (openPop3); STAT facts. Every command timed.
+import type { Pop3Settings } from '../config.ts'
 import { PhaseError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import { phaseTimer, type PhaseTimer } from '../phases.ts'
-import type { ProbeContext, Prober } from '../probe.ts'
+import type { ProbeContext } from '../prober.ts'
 import { checkVerified, connectTcp } from '../protocol/connection.ts'
 import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
 import { saslMechanisms } from '../protocol/pop3-reply.ts'
-import { resolveHost } from '../protocol/resolve.ts'
-import { chooseMechanisms } from '../protocol/sasl.ts'
-import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
+import { resolveHost } from './resolve.ts'
+import { POP3_MECHANISMS, chooseMechanisms } from '../protocol/sasl.ts'
+import { recordTlsMetrics } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
 export const POP3_PHASES = [
@@ -27,25 +27,6 @@ export const POP3_PHASES = [
   'quit',
 ] as const
 export type Pop3Phase = (typeof POP3_PHASES)[number]
-
-export const probePop3: Prober<Pop3Module> = async (target, module, ctx) => {
-  const settings = module.pop3
-  const { client, phase } = await openPop3(target, settings, ctx)
-  try {
-    const stat = await phase('stat', () => client.stat())
-    recordStat(ctx, stat)
-    if (settings.list)
-      await phase('list', async () => {
-        // UIDL is optional (RFC 1939 7): skip it only when CAPA says the server lacks it.
-        const uids = client.capabilities?.has('UIDL') === false ? undefined : await client.uidl()
-        const sizes = await client.list()
-        ctx.logger.debug('listed messages', { uidl: uids?.length, list: sizes.length })
-      })
-    await phase('quit', () => client.quit())
-  } finally {
-    client.close()
-  }
-}
 
 /** probe_pop3_duration_seconds{phase} with extra labels; make one and pass it to each openPop3 to sum reconnects. */
 export function pop3PhaseTimer(ctx: ProbeContext, labels: Labels = {}): PhaseTimer<Pop3Phase> {

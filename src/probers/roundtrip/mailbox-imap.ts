@@ -1,13 +1,13 @@
 // The IMAP receiving leg: IDLE (or NOOP polling) on the inbox, SEARCH by our header with a header-scan
 // fallback, the junk folder, and deletion of exactly our mails by UID.
 import type { ImapFlow, ListResponse } from 'imapflow'
-import type { ImapSettings, RoundtripSettings } from '../config.ts'
-import type { ProbeContext } from '../probe.ts'
-import { openImap } from '../probers/imap.ts'
-import type { Target } from '../targets.ts'
-import { sleep } from './abort.ts'
-import { uidExpunge } from './imap-session.ts'
-import { header, parseHeaders } from './headers.ts'
+import type { ImapSettings, RoundtripSettings } from '../../config.ts'
+import type { ProbeContext } from '../../prober.ts'
+import { openImap } from '../../dialogues/imap.ts'
+import type { Target } from '../../targets.ts'
+import { sleep } from '../../protocol/abort.ts'
+import { uidExpunge } from '../../protocol/imap-session.ts'
+import { header, parseHeaders } from '../../protocol/headers.ts'
 import {
   MARKER_HEADER,
   MODULE_HEADER,

@@ -1,18 +1,18 @@
-// The smtp prober: banner, EHLO, STARTTLS or implicit TLS, AUTH, optional test mail, QUIT; every command timed.
+// The SMTP dialogue every prober uses: banner, EHLO, STARTTLS or implicit TLS, AUTH, a mail, QUIT; every command timed.
 import type tls from 'node:tls'
-import { SMTP_MECHANISMS, type SmtpModule, type SmtpSettings } from '../config.ts'
+import type { SmtpSettings } from '../config.ts'
 import { PhaseError, ProtocolError, findCause } from '../errors.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import { phaseTimer } from '../phases.ts'
-import type { ProbeContext, Prober } from '../probe.ts'
+import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
-import { buildMessage, type ProbeMessage } from '../protocol/message.ts'
-import { resolveHost } from '../protocol/resolve.ts'
-import { chooseMechanisms } from '../protocol/sasl.ts'
+import type { ProbeMessage } from '../protocol/message.ts'
+import { resolveHost } from './resolve.ts'
+import { SMTP_MECHANISMS, chooseMechanisms } from '../protocol/sasl.ts'
 import { customAuth } from '../protocol/smtp-auth.ts'
 import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
 import { SmtpSession, type SmtpPhase } from '../protocol/smtp-session.ts'
-import { recordTlsMetrics } from '../protocol/tls-metrics.ts'
+import { recordTlsMetrics } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
 export const SMTP_PHASES: readonly SmtpPhase[] = [
@@ -45,22 +45,6 @@ export interface SmtpResult {
 /** Credentials could not be used on this connection; with retry_with_starttls we try again over TLS. */
 class AuthUnavailable extends Error {
   override name = 'AuthUnavailable'
-}
-
-export const probeSmtp: Prober<SmtpModule> = async (target, module, ctx) => {
-  const send = module.smtp.send
-  const mail = send && {
-    from: send.from,
-    to: send.to,
-    message: buildMessage({
-      from: send.from,
-      to: send.to,
-      subject: send.subject,
-      headers: send.headers,
-      body: send.body,
-    }),
-  }
-  await smtpConversation(target, module.smtp, ctx, { mail })
 }
 
 export interface Mail {
@@ -138,7 +122,7 @@ async function attempt(
     ehloName: settings.ehlo,
     signal,
     logger,
-    customAuth: customAuth(settings),
+    customAuth: customAuth(settings.auth),
     hooks: {
       addPhase: (name, seconds) => phase.add(name, seconds),
       enterPhase: (name) => (ctx.progress.phase = name),

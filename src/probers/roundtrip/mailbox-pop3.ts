@@ -1,13 +1,13 @@
 // The POP3 receiving leg: the maildrop is a snapshot taken at login, so it polls by logging in again,
 // scans the newest messages with TOP n 0 for our marker, and deletes exactly our mails (DELE + QUIT).
-import type { Pop3Settings, RoundtripSettings } from '../config.ts'
-import type { ProbeContext } from '../probe.ts'
-import { openPop3, pop3PhaseTimer, recordStat } from '../probers/pop3.ts'
-import type { Target } from '../targets.ts'
-import { sleep } from './abort.ts'
-import { header, parseHeaders, receivedAt } from './headers.ts'
+import type { Pop3Settings, RoundtripSettings } from '../../config.ts'
+import type { ProbeContext } from '../../prober.ts'
+import { openPop3, pop3PhaseTimer, recordStat } from '../../dialogues/pop3.ts'
+import type { Target } from '../../targets.ts'
+import { sleep } from '../../protocol/abort.ts'
+import { header, parseHeaders, receivedAt } from '../../protocol/headers.ts'
 import { MARKER_HEADER, isStale, markerOf, type FoundMail, type Mailbox } from './mailbox.ts'
-import type { Pop3Client } from './pop3-client.ts'
+import type { Pop3Client } from '../../protocol/pop3-client.ts'
 
 interface Scanned {
   number: number
