@@ -15,6 +15,7 @@ import {
 } from '../protocol/imap-session.ts'
 import { resolveHost, type Resolved } from './resolve.ts'
 import { IMAP_MECHANISMS, chooseMechanisms, type ImapMechanism } from '../protocol/sasl.ts'
+import { CredentialPolicyError, checkTransport } from './credentials.ts'
 import { recordTlsMetrics } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
@@ -127,19 +128,19 @@ async function openSession(
   })
 }
 
-/** The same credential rules as smtp: TLS that verified (or allow_plaintext), and LOGINDISABLED respected. */
+/**
+ * The credential policy of every dialogue, and LOGINDISABLED respected. Each try of try_all_mechanisms
+ * is a new connection (imapflow clients are single-use), so the loop is openImap's, not tryMechanisms.
+ */
 function chooseLogin(auth: ImapAuth, state: PreLogin, refused: readonly ImapMechanism[]): LoginPlan {
-  if (!state.secure && !auth.allow_plaintext)
-    throw new Error('refusing to send credentials without TLS (set auth.allow_plaintext to allow it)')
-  if (state.secure && !state.verified)
-    throw new Error('refusing to send credentials over TLS whose certificate did not verify')
+  checkTransport(state, auth)
   const choice = mechanismOrder(auth, state.capabilities)
   const mechanism = choice.order.find((m) => !refused.includes(m))
   if (mechanism === undefined) {
     const disabled = hasCapability(state.capabilities, 'LOGINDISABLED')
       ? ' (LOGINDISABLED: no LOGIN command)'
       : ''
-    throw new Error((choice.reason ?? 'no usable mechanism left') + disabled)
+    throw new CredentialPolicyError('no_mechanism', (choice.reason ?? 'no usable mechanism left') + disabled)
   }
   const secret = mechanism === 'XOAUTH2' || mechanism === 'OAUTHBEARER' ? auth.oauth2_token : auth.password
   return { mechanism, user: auth.username, secret: secret?.reveal() ?? '' }

@@ -9,7 +9,8 @@ import { checkVerified, connectTcp } from '../protocol/connection.ts'
 import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
 import { saslMechanisms } from '../protocol/pop3-reply.ts'
 import { resolveHost } from './resolve.ts'
-import { POP3_MECHANISMS, chooseMechanisms } from '../protocol/sasl.ts'
+import { POP3_MECHANISMS } from '../protocol/sasl.ts'
+import { planLogin, tryMechanisms } from './credentials.ts'
 import { recordTlsMetrics } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
@@ -107,39 +108,19 @@ function advertisedMechanisms(capabilities: Capabilities | undefined, greeting: 
 
 async function login(client: Pop3Client, settings: Pop3Settings, logger: Logger, facts: Pop3Facts) {
   const auth = settings.auth
-  // The same rules as smtp: no credentials in the clear unless allowed, never over TLS that did not verify
-  // (insecure_skip_verify only lets the handshake finish, for the certificate facts).
   const tls = client.tlsSocket
-  if (!tls && !auth.allow_plaintext)
-    throw new Error('refusing to send credentials without TLS (set auth.allow_plaintext to allow it)')
-  if (tls && !tls.authorized)
-    throw new Error('refusing to send credentials over TLS whose certificate did not verify')
-  const choice = chooseMechanisms(
+  const order = planLogin(
     auth,
+    { secure: tls !== undefined, verified: tls?.authorized === true },
     advertisedMechanisms(client.capabilities, client.greetingInfo),
     POP3_MECHANISMS,
   )
-  const order = choice.order
-  if (order.length === 0) throw new Error(choice.reason ?? 'no usable mechanism')
   const credentials = {
     username: auth.username,
     password: auth.password?.reveal(),
     token: auth.oauth2_token?.reveal(),
   }
-  let lastError: unknown
-  for (const mechanism of auth.try_all_mechanisms ? order : order.slice(0, 1)) {
-    try {
-      await client.login(mechanism, credentials)
-      facts.used(mechanism)
-      logger.debug('authenticated', { mechanism })
-      return
-    } catch (err) {
-      lastError = err
-      logger.info('login failed', { mechanism, err: (err as Error).message })
-      if (!(err instanceof ProtocolError)) throw err // our side or the connection failed: nothing more to try
-    }
-  }
-  throw lastError
+  facts.used(await tryMechanisms(order, (mechanism) => client.login(mechanism, credentials), logger))
 }
 
 /** The facts a POP3 probe reports besides phase durations. */

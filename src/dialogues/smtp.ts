@@ -8,7 +8,8 @@ import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import type { ProbeMessage } from '../protocol/message.ts'
 import { resolveHost } from './resolve.ts'
-import { SMTP_MECHANISMS, chooseMechanisms } from '../protocol/sasl.ts'
+import { SMTP_MECHANISMS } from '../protocol/sasl.ts'
+import { CredentialPolicyError, planLogin, tryMechanisms } from './credentials.ts'
 import { customAuth } from '../protocol/smtp-auth.ts'
 import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
 import { SmtpSession, type SmtpPhase } from '../protocol/smtp-session.ts'
@@ -32,9 +33,6 @@ export const SMTP_PHASES: readonly SmtpPhase[] = [
 
 /** How long a failed probe waits for the answer to its closing QUIT. */
 const QUIT_WAIT_MS = 500
-
-/** Mechanisms we can speak: nodemailer's own (PLAIN, LOGIN, CRAM-MD5) plus ours through customAuth. */
-const IMPLEMENTED = SMTP_MECHANISMS
 
 export interface SmtpResult {
   /** Set when a mail was sent: when the final reply to DATA arrived (ms since epoch). */
@@ -190,31 +188,24 @@ async function authenticate(
   if (!auth) return
   const last = session.ehloReplies[session.ehloReplies.length - 1]
   const advertised = last ? authMechanisms(last.reply) : []
-  if (advertised.length === 0) throw new AuthUnavailable('the server offers no AUTH on this connection')
-  if (!session.secure && !auth.allow_plaintext)
-    throw new AuthUnavailable(
-      'refusing to send credentials without TLS (set auth.allow_plaintext to allow it)',
-    )
   const socket = session.socket as tls.TLSSocket
-  if (session.secure && !socket.authorized)
-    throw new Error('refusing to send credentials over TLS whose certificate did not verify')
-  const choice = chooseMechanisms(auth, advertised, IMPLEMENTED)
-  if (choice.order.length === 0) throw new AuthUnavailable(choice.reason)
-  const tries = auth.try_all_mechanisms ? choice.order : choice.order.slice(0, 1)
-  let lastError: unknown
-  for (const method of tries) {
-    try {
-      await session.login({ user: auth.username, pass: auth.password?.reveal(), method })
-      facts.used(method)
-      ctx.logger.debug('authenticated', { mechanism: method })
-      return
-    } catch (err) {
-      lastError = err
-      ctx.logger.info('AUTH failed', { mechanism: method, err: (err as Error).message })
-      if (!(err instanceof ProtocolError)) throw err // the connection is gone: nothing more to try
-    }
+  const transport = { secure: session.secure, verified: session.secure && socket.authorized }
+  try {
+    if (advertised.length === 0)
+      throw new CredentialPolicyError('not_offered', 'the server offers no AUTH on this connection')
+    const order = planLogin(auth, transport, advertised, SMTP_MECHANISMS)
+    const used = await tryMechanisms(
+      order,
+      (method) => session.login({ user: auth.username, pass: auth.password?.reveal(), method }),
+      ctx.logger,
+    )
+    facts.used(used)
+  } catch (err) {
+    // In the clear, a refusal of either side may go away over TLS (retry_with_starttls).
+    const refused = err instanceof ProtocolError || err instanceof CredentialPolicyError
+    if (transport.secure || !refused) throw err
+    throw new AuthUnavailable((err as Error).message, { cause: err })
   }
-  throw session.secure ? lastError : new AuthUnavailable((lastError as Error).message, { cause: lastError })
 }
 
 /** The facts an SMTP probe reports besides phase durations. */

@@ -1,0 +1,93 @@
+// The one credential policy of every dialogue: when credentials may be sent, which mechanism, and the
+// try-each-mechanism loop. A refusal is a CredentialPolicyError that says why.
+import { ProtocolError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
+import { chooseMechanisms, type Credentials, type MechanismChoice } from '../protocol/sasl.ts'
+
+export type CredentialRefusal =
+  /** No TLS on this connection, and auth.allow_plaintext is not set. */
+  | 'plaintext'
+  /** TLS whose certificate did not verify (insecure_skip_verify only lets the handshake finish). */
+  | 'unverified'
+  /** The server offers no way to log in on this connection. */
+  | 'not_offered'
+  /** Nothing both sides support that the configured credentials can be used with. */
+  | 'no_mechanism'
+
+const MESSAGES: Record<'plaintext' | 'unverified', string> = {
+  plaintext: 'refusing to send credentials without TLS (set auth.allow_plaintext to allow it)',
+  unverified: 'refusing to send credentials over TLS whose certificate did not verify',
+}
+
+/** Credentials were not sent, on purpose; `reason` says why. */
+export class CredentialPolicyError extends Error {
+  override name = 'CredentialPolicyError'
+  readonly reason: CredentialRefusal
+  constructor(reason: CredentialRefusal, message?: string) {
+    super(message ?? (reason === 'plaintext' || reason === 'unverified' ? MESSAGES[reason] : reason))
+    this.reason = reason
+  }
+}
+
+/** An auth block, as far as the policy is concerned. */
+export interface AuthPolicy<M extends string> extends Credentials {
+  mechanisms?: readonly M[] | undefined
+  try_all_mechanisms: boolean
+  allow_plaintext: boolean
+}
+
+/** The connection credentials would go over. */
+export interface Transport {
+  /** TLS is up (implicit, or after STARTTLS/STLS). */
+  secure: boolean
+  /** Its certificate verified. */
+  verified: boolean
+}
+
+/** Throws CredentialPolicyError unless credentials may go over this connection. */
+export function checkTransport(transport: Transport, auth: { allow_plaintext: boolean }): void {
+  if (!transport.secure && !auth.allow_plaintext) throw new CredentialPolicyError('plaintext')
+  if (transport.secure && !transport.verified) throw new CredentialPolicyError('unverified')
+}
+
+/**
+ * The mechanisms to try, in order: the transport checked first, then the configured preference (or the
+ * strongest both sides support). Throws CredentialPolicyError when there is none.
+ */
+export function planLogin<M extends string>(
+  auth: AuthPolicy<M>,
+  transport: Transport,
+  advertised: readonly string[],
+  implemented: readonly M[],
+): M[] {
+  checkTransport(transport, auth)
+  const choice: MechanismChoice<M> = chooseMechanisms(auth, advertised, implemented)
+  if (choice.order.length === 0)
+    throw new CredentialPolicyError('no_mechanism', choice.reason ?? 'no usable mechanism')
+  return auth.try_all_mechanisms ? choice.order : choice.order.slice(0, 1)
+}
+
+/**
+ * Logs in with the first mechanism of `order` that works. A refusal by the server (ProtocolError) moves
+ * on to the next; anything else (the connection is gone) ends the loop at once. Returns the mechanism
+ * that worked; throws the last refusal.
+ */
+export async function tryMechanisms<M extends string>(
+  order: readonly M[],
+  login: (mechanism: M) => Promise<void>,
+  logger: Logger,
+): Promise<M> {
+  let lastError: unknown = new CredentialPolicyError('no_mechanism', 'no usable mechanism')
+  for (const mechanism of order) {
+    try {
+      await login(mechanism)
+      logger.debug('authenticated', { mechanism })
+      return mechanism
+    } catch (err) {
+      lastError = err
+      logger.info('login failed', { mechanism, err: (err as Error).message })
+      if (!(err instanceof ProtocolError)) throw err
+    }
+  }
+  throw lastError
+}
