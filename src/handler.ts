@@ -8,6 +8,7 @@ import type { History } from './history.ts'
 import type { IntervalGate, ProbeSlots } from './limits.ts'
 import { reject, type Rejection } from './rejections.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
+import { ProbePhases } from './phases.ts'
 import { runProber } from './probers/index.ts'
 import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import { parseTarget, targetAllowed, type Target } from './targets.ts'
@@ -130,7 +131,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     module: req.moduleName,
     target: targetText,
   })
-  const progress = { phase: undefined as string | undefined }
+  const phases = new ProbePhases(registry as Registry)
   const timeoutMs = Math.max(1, Math.round(timeout * 1000))
   const deadlineAt = Date.now() + timeoutMs
   // Our own controller and timer, both let go when the probe ends. (AbortSignal.timeout would keep
@@ -168,7 +169,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
         // Probers only register metrics; the content type matters for rendering alone.
         registry: registry as Registry,
         logger,
-        progress,
+        phases,
         deadline: deadlineAt,
         moduleName: req.moduleName,
         roundtripStates: deps.roundtripStates,
@@ -195,7 +196,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   durationGauge.set(seconds)
   let failedPhase: string | undefined
   if (!success) {
-    failedPhase = findCause(failure, PhaseError)?.phase ?? progress.phase ?? 'setup'
+    failedPhase = findCause(failure, PhaseError)?.phase ?? phases.current ?? 'setup'
     new Gauge({
       name: 'probe_failed_phase_info',
       help: 'The phase in which the probe failed (1), absent on success',

@@ -1,55 +1,88 @@
-// phaseTimer(): the one way phases are timed and named (probe_<prober>_duration_seconds{phase}).
+// Phases: the one way a probe's steps are timed and named. One ProbePhases per probe (ctx.phases) knows
+// the phase the probe is in; its timers export probe_<prober>_duration_seconds{phase} and name failures.
 import { Gauge, type Registry } from 'prom-client'
 import { PhaseError } from './errors.ts'
 
-/** Where a probe is now; the handler reads it when the deadline passes. */
-export interface ProbeProgress {
-  phase: string | undefined
-}
-
 export interface PhaseTimer<P extends string> {
-  /** Runs one step, adds its duration to the phase (phases may repeat), and tags a failure with the phase. */
+  /** Runs one step, adds its duration to the phase (phases may repeat), and names a failure by the phase. */
   <T>(name: P, step: () => Promise<T>): Promise<T>
   /** Adds a duration measured elsewhere (e.g. from a library's transaction log). */
   add(name: P, seconds: number): void
+  /** The probe is now in this phase (a session that follows its own commands says so). */
+  enter(name: P): void
+  /** Runs a step timed elsewhere (add()); a failure is named by `name`, or by the phase entered last. */
+  named<T>(name: P | undefined, step: () => Promise<T>): Promise<T>
+  /** A failure in phase `name`, named as this timer names its phases. */
+  error(name: P, cause: unknown): PhaseError
 }
 
-/** probe_<prober>_duration_seconds{phase}; every phase is exported, 0 until reached. */
-export function phaseTimer<P extends string>(
-  registry: Registry,
-  prober: string,
-  phases: readonly P[],
-  progress?: ProbeProgress,
-  labels: Record<string, string> = {},
-): PhaseTimer<P> {
-  const name = `probe_${prober}_duration_seconds`
-  const existing = registry.getSingleMetric(name)
-  const gauge =
-    existing instanceof Gauge
-      ? existing
-      : new Gauge({
-          name,
-          help: `Duration of ${prober} probe by phase, in seconds`,
-          labelNames: ['phase', ...Object.keys(labels)],
-          registers: [registry],
-        })
-  // A second timer on the same gauge (a reconnect) keeps what the first one measured.
-  if (!(existing instanceof Gauge)) for (const phase of phases) gauge.set({ ...labels, phase }, 0)
+/**
+ * Where one probe is, and how its phases are named. A timer of a round trip's leg names its phases
+ * `<leg>_<phase>` (send_auth, receive_select): in failures and in `current`, not in the gauge, where
+ * the leg is a label.
+ */
+export class ProbePhases {
+  readonly #registry: Registry
+  #current: string | undefined
 
-  const timer = async <T>(phase: P, step: () => Promise<T>): Promise<T> => {
-    if (progress) progress.phase = phase
-    const start = performance.now()
-    try {
-      return await step()
-    } catch (cause) {
-      throw cause instanceof PhaseError ? cause : new PhaseError(phase, cause)
-    } finally {
-      gauge.inc({ ...labels, phase }, (performance.now() - start) / 1000)
-    }
+  constructor(registry: Registry) {
+    this.#registry = registry
   }
-  return Object.assign(timer, {
-    add(phase: P, seconds: number) {
-      gauge.inc({ ...labels, phase }, Math.max(0, seconds))
-    },
-  })
+
+  /** The phase the probe is in (or failed in), as the failure would name it; undefined before the first. */
+  get current(): string | undefined {
+    return this.#current
+  }
+
+  /** probe_<prober>_duration_seconds{phase, leg}; every phase is exported, 0 until reached. */
+  timer<P extends string>(prober: string, phases: readonly P[], leg?: string): PhaseTimer<P> {
+    const labels: Record<string, string> = leg === undefined ? {} : { leg }
+    const name = `probe_${prober}_duration_seconds`
+    const existing = this.#registry.getSingleMetric(name)
+    const gauge =
+      existing instanceof Gauge
+        ? existing
+        : new Gauge({
+            name,
+            help: `Duration of ${prober} probe by phase, in seconds`,
+            labelNames: ['phase', ...Object.keys(labels)],
+            registers: [this.#registry],
+          })
+    // A second timer on the same gauge (a reconnect) keeps what the first one measured.
+    if (!(existing instanceof Gauge)) for (const phase of phases) gauge.set({ ...labels, phase }, 0)
+
+    const full = (phase: P) => (leg === undefined ? phase : `${leg}_${phase}`)
+    const enter = (phase: P) => {
+      this.#current = full(phase)
+    }
+    const error = (phase: P, cause: unknown) =>
+      cause instanceof PhaseError ? cause : new PhaseError(full(phase), cause)
+    const named = async <T>(phase: P | undefined, step: () => Promise<T>): Promise<T> => {
+      try {
+        return await step()
+      } catch (cause) {
+        if (cause instanceof PhaseError) throw cause
+        throw new PhaseError(phase === undefined ? (this.#current ?? 'setup') : full(phase), cause)
+      }
+    }
+    const timer = async <T>(phase: P, step: () => Promise<T>): Promise<T> => {
+      enter(phase)
+      const start = performance.now()
+      try {
+        return await step()
+      } catch (cause) {
+        throw error(phase, cause)
+      } finally {
+        gauge.inc({ ...labels, phase }, (performance.now() - start) / 1000)
+      }
+    }
+    return Object.assign(timer, {
+      add(phase: P, seconds: number) {
+        gauge.inc({ ...labels, phase }, Math.max(0, seconds))
+      },
+      enter,
+      named,
+      error,
+    })
+  }
 }

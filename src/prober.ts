@@ -1,7 +1,7 @@
 // The prober seam: what every prober gets (ProbeContext) and what it is (Prober).
 import type { Registry } from 'prom-client'
 import type { Logger } from './logger.ts'
-import type { ProbeProgress } from './phases.ts'
+import type { ProbePhases } from './phases.ts'
 import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import type { Target } from './targets.ts'
 
@@ -13,8 +13,8 @@ export interface ProbeContext {
   readonly registry: Registry
   /** Writes to the process log and to this probe's ?debug=true buffer. */
   readonly logger: Logger
-  /** The phase the probe is in, for the handler when the deadline passes. */
-  readonly progress: ProbeProgress
+  /** Times and names the probe's phases; knows the phase it is in, for the handler when the deadline passes. */
+  readonly phases: ProbePhases
   /** When the signal aborts, in ms since the epoch (round trips keep time back for cleanup). */
   readonly deadline: number
   /** Module name (round trips key their state by module and target). */

@@ -2,7 +2,7 @@
 import type { ImapFlow } from 'imapflow'
 import type { ImapAuth, ImapSettings } from '../config.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
-import { phaseTimer, type PhaseTimer } from '../phases.ts'
+import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import { authMechanisms, hasCapability } from '../protocol/imap-reply.ts'
@@ -52,7 +52,7 @@ export async function openImap(
   ctx: ProbeContext,
   labels: Labels = {},
 ): Promise<ImapConnection> {
-  const phase = phaseTimer(ctx.registry, 'imap', IMAP_PHASES, ctx.progress, labels)
+  const phase = ctx.phases.timer('imap', IMAP_PHASES, labels['leg'])
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
   const refused: ImapMechanism[] = []
   for (;;) {
@@ -121,7 +121,8 @@ async function openSession(
     logger: ctx.logger,
     hooks: {
       addPhase: (name, seconds) => phase.add(name, seconds),
-      enterPhase: (name) => (ctx.progress.phase = name),
+      enterPhase: (name) => phase.enter(name),
+      fail: (name, cause) => phase.error(name, cause),
       onTls: (secure) => recordTlsMetrics(secure, ctx.registry, labels),
       login: (state) => chooseLogin(settings.auth, state, refused),
     },

@@ -1,9 +1,9 @@
 // The POP3 dialogue: resolve, connect, banner, CAPA, STLS or implicit TLS, login (openPop3); STAT facts. Every command timed.
 import type { Pop3Settings } from '../config.ts'
-import { PhaseError, ProtocolError } from '../errors.ts'
+import { ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
-import { phaseTimer, type PhaseTimer } from '../phases.ts'
+import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
 import { checkVerified, connectTcp } from '../protocol/connection.ts'
 import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
@@ -31,7 +31,7 @@ export type Pop3Phase = (typeof POP3_PHASES)[number]
 
 /** probe_pop3_duration_seconds{phase} with extra labels; make one and pass it to each openPop3 to sum reconnects. */
 export function pop3PhaseTimer(ctx: ProbeContext, labels: Labels = {}): PhaseTimer<Pop3Phase> {
-  return phaseTimer(ctx.registry, 'pop3', POP3_PHASES, ctx.progress, labels)
+  return ctx.phases.timer('pop3', POP3_PHASES, labels['leg'])
 }
 
 /**
@@ -72,10 +72,7 @@ export async function openPop3(
         await secure(true)
         facts.capabilities('tls', await phase('capa_tls', () => capa(client, logger)), greeting)
       } else if (settings.tls === 'stls') {
-        throw new PhaseError(
-          'stls',
-          new Error('STLS is required (tls: stls) but the server did not offer it'),
-        )
+        throw phase.error('stls', new Error('STLS is required (tls: stls) but the server did not offer it'))
       }
     }
 

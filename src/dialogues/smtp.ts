@@ -1,9 +1,9 @@
 // The SMTP dialogue every prober uses: banner, EHLO, STARTTLS or implicit TLS, AUTH, a mail, QUIT; every command timed.
 import type tls from 'node:tls'
 import type { SmtpSettings } from '../config.ts'
-import { PhaseError, ProtocolError, findCause } from '../errors.ts'
+import { ProtocolError, findCause } from '../errors.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
-import { phaseTimer } from '../phases.ts'
+import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import type { ProbeMessage } from '../protocol/message.ts'
@@ -67,7 +67,7 @@ export async function smtpConversation(
   },
 ): Promise<SmtpResult> {
   const labels = options.labels ?? {}
-  const phase = phaseTimer(ctx.registry, 'smtp', SMTP_PHASES, ctx.progress, labels)
+  const phase = ctx.phases.timer('smtp', SMTP_PHASES, labels['leg'])
   const facts = new SmtpFacts(ctx, labels)
   const retried = (value: number) =>
     setGauge(
@@ -96,7 +96,7 @@ async function attempt(
   settings: SmtpSettings,
   mode: SmtpSettings['tls'],
   ctx: ProbeContext,
-  phase: ReturnType<typeof phaseTimer<SmtpPhase>>,
+  phase: PhaseTimer<SmtpPhase>,
   facts: SmtpFacts,
   { mail, onAccepted }: { mail: Mail | undefined; onAccepted?: (result: SmtpResult) => void | Promise<void> },
 ): Promise<SmtpResult> {
@@ -123,20 +123,13 @@ async function attempt(
     customAuth: customAuth(settings.auth),
     hooks: {
       addPhase: (name, seconds) => phase.add(name, seconds),
-      enterPhase: (name) => (ctx.progress.phase = name),
+      enterPhase: (name) => phase.enter(name),
       onReply: (_phase, reply) => facts.reply(reply.code, reply.enhanced),
       onTls: (secure) => facts.tls(secure),
     },
   })
-  /** Tags a failure with the phase the dialogue was in (nodemailer bundles several commands per call). */
-  const phaseNamed = async <T>(name: SmtpPhase | undefined, step: () => Promise<T>): Promise<T> => {
-    try {
-      return await step()
-    } catch (err) {
-      throw err instanceof PhaseError ? err : new PhaseError(name ?? session.phase, err)
-    }
-  }
-  const inPhase = <T>(step: () => Promise<T>) => phaseNamed(undefined, step)
+  /** nodemailer bundles several commands per call: a failure is named by the phase the session was in. */
+  const inPhase = <T>(step: () => Promise<T>) => phase.named(undefined, step)
   try {
     try {
       await inPhase(() => session.connect())
@@ -145,13 +138,13 @@ async function attempt(
       facts.ehlo(session.ehloReplies)
     }
     if (mode === 'starttls' && !session.secure)
-      throw new PhaseError(
+      throw phase.error(
         'starttls',
         new Error('STARTTLS is required (tls: starttls) but the server did not offer it'),
       )
 
     // Named explicitly: a refusal (no TLS, no common mechanism) happens before any AUTH line is sent.
-    if (settings.auth) await phaseNamed('auth', () => authenticate(session, settings, facts, ctx))
+    if (settings.auth) await phase.named('auth', () => authenticate(session, settings, facts, ctx))
 
     let result: SmtpResult = {}
     if (mail) {
@@ -164,7 +157,7 @@ async function attempt(
       logger.info('test mail accepted', { message_id: mail.message.messageId, queue_id: id, reply })
       await onAccepted?.(result)
       if (info.rejected.length > 0)
-        throw new PhaseError(
+        throw phase.error(
           'rcpt',
           new ProtocolError('all recipients accepted', `rejected: ${info.rejected.join(', ')}`),
         )

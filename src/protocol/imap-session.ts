@@ -69,6 +69,8 @@ export interface SessionHooks {
   addPhase(phase: ImapPhase, seconds: number): void
   /** The phase the dialogue is in now (for the deadline). */
   enterPhase(phase: ImapPhase): void
+  /** The error for a failure in `phase` (the dialogue names phases: a round trip's leg prefixes them). */
+  fail(phase: ImapPhase, cause: unknown): Error
   /** The socket after the STARTTLS handshake, before its certificate is checked. */
   onTls(socket: tls.TLSSocket): void
   /** Runs inside imapflow's connect() right before it would log in; throw to send no credentials. */
@@ -259,7 +261,7 @@ export class ImapSession {
     this.#bannerStart = performance.now()
     this.#enter('banner')
     this.#refusal = undefined
-    if (this.#signal.aborted) throw new PhaseError('banner', new DeadlineError())
+    if (this.#signal.aborted) throw this.#hooks.fail('banner', new DeadlineError())
     try {
       await abortable(this.client.connect(), this.#signal)
     } catch (err) {
@@ -278,7 +280,7 @@ export class ImapSession {
     try {
       return await this.call(step)
     } catch (err) {
-      throw err instanceof PhaseError ? err : new PhaseError(phase, err)
+      throw err instanceof PhaseError ? err : this.#hooks.fail(phase, err)
     } finally {
       this.#during = undefined
     }
@@ -470,7 +472,7 @@ export class ImapSession {
       if (this.client.authenticated) return original() // PREAUTH: nothing to send
       if (this.#capabilityRefused) {
         const { phase, line } = this.#capabilityRefused
-        throw new PhaseError(phase, new ProtocolError('OK to CAPABILITY', line))
+        throw this.#hooks.fail(phase, new ProtocolError('OK to CAPABILITY', line))
       }
       this.#enter('auth')
       this.#refusal = undefined // a NO that imapflow let pass before login (ID, say) is not why a login fails
@@ -488,12 +490,12 @@ export class ImapSession {
     }
   }
 
-  #connectFailure(err: unknown): PhaseError {
+  #connectFailure(err: unknown): Error {
     if (err instanceof PhaseError) return err
     if (this.#capabilityRefused && !this.#hungUp && !this.#signal.aborted) {
       // Without a capability list, STARTTLS is "not offered" and no mechanism is in common: say why.
       const { phase, line } = this.#capabilityRefused
-      return new PhaseError(phase, new ProtocolError('OK to CAPABILITY', line))
+      return this.#hooks.fail(phase, new ProtocolError('OK to CAPABILITY', line))
     }
     const explained = this.#explain(err)
     // tls: starttls, and imapflow stopped before sending STARTTLS: not offered, or a PREAUTH greeting.
@@ -507,12 +509,12 @@ export class ImapSession {
       !(explained instanceof ProtocolError)
     ) {
       const offered = hasCapability(this.capabilities.plain ?? [], 'STARTTLS')
-      return new PhaseError(
+      return this.#hooks.fail(
         'starttls',
         offered ? explained : new Error('the server does not offer STARTTLS, which tls: starttls requires'),
       )
     }
-    return new PhaseError(this.#phase, explained)
+    return this.#hooks.fail(this.#phase, explained)
   }
 
   /** The deadline, a certificate problem, the server's NO/BAD/BYE, or else imapflow's error as it is. */

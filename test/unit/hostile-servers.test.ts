@@ -226,7 +226,8 @@ test('hostile: imap: STARTTLS whose handshake never comes runs into the module d
   assert.equal(r.failedPhase, 'tls', r.debug)
   assert.doesNotMatch(r.debug, /Failed to upgrade connection in required time/)
   assert.ok(r.seconds >= 10.9, `gave up after ${r.seconds.toFixed(2)} s, before the 11 s deadline`)
-  assert.ok(r.seconds < 11.2, `answered after ${r.seconds.toFixed(2)} s`)
+  // Slack for a loaded machine (the suite runs four files at once on two cores): the point is 11 s, not 10.
+  assert.ok(r.seconds < 11.6, `answered after ${r.seconds.toFixed(2)} s`)
 })
 
 test('hostile: a server announcing thousands of capabilities makes at most 100 series, with bounded label values', async (t) => {

@@ -386,7 +386,7 @@ test('imap: a server that hangs after login fails in phase select at the deadlin
   const direct = await runDirect(imapModule({ timeout: '1s' }), server.port, 1000)
   assert.ok(direct.seconds < 1.3, `the prober itself took ${direct.seconds}s`)
   assert.equal(findCause(direct.error, PhaseError)?.phase, 'select')
-  assert.equal(direct.ctx.progress.phase, 'select')
+  assert.equal(direct.ctx.phases.current, 'select')
 })
 
 test('imap: a server that hangs on the login fails in phase auth at the deadline', async (t) => {

@@ -4,7 +4,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { RoundtripModule, RoundtripSettings } from '../../config.ts'
 import { PhaseError } from '../../errors.ts'
 import { setGauge } from '../../metrics.ts'
-import { phaseTimer, type PhaseTimer } from '../../phases.ts'
+import type { PhaseTimer } from '../../phases.ts'
 import type { ProbeContext, Prober } from '../../prober.ts'
 import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from './mailbox.ts'
 import { openImapMailbox } from './mailbox-imap.ts'
@@ -19,12 +19,12 @@ type Phase = (typeof PHASES)[number]
 
 export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ctx) => {
   const settings = module.roundtrip
-  const phase = phaseTimer(ctx.registry, 'roundtrip', PHASES, ctx.progress)
+  const phase = ctx.phases.timer('roundtrip', PHASES)
   const report = new RoundtripReport(ctx.registry)
   const state = ctx.roundtripStates.get(settings.state_file)
   const key = `${ctx.moduleName}|${target.host}:${target.port}`
   // The receiving leg logs in first: IDLE then sees the arrival, and a broken mailbox wastes no mail.
-  const mailbox = await onLeg('receive', openMailbox(settings, ctx))
+  const mailbox = await openMailbox(settings, ctx)
   try {
     const round: Round = { target, settings, ctx, phase, mailbox, report }
     if (settings.mode === 'sync') {
@@ -37,20 +37,6 @@ export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ct
     mailbox.close()
     report.totals(state.snapshot(key))
     if (mailbox.messages !== undefined) report.messages(mailbox.messages)
-  }
-}
-
-/**
- * Names a leg's failure by leg: "receive_auth" rather than "auth", which could be either login.
- * The round trip's own phases (send, detect, fetch, cleanup) stay as they are.
- */
-async function onLeg<T>(leg: 'send' | 'receive', step: Promise<T>): Promise<T> {
-  try {
-    return await step
-  } catch (err) {
-    if (err instanceof PhaseError && !(PHASES as readonly string[]).includes(err.phase))
-      throw new PhaseError(`${leg}_${err.phase}`, err.cause)
-    throw err
   }
 }
 
@@ -101,18 +87,16 @@ async function sendMail(
 ): Promise<InFlight> {
   const mail = newMail(settings, ctx.moduleName)
   let accepted: InFlight | undefined
+  // The SMTP leg's own phases name its failures (send_auth, send_data); 'send' times the whole leg.
   const result = await phase('send', () =>
-    onLeg(
-      'send',
-      smtpConversation(target, settings.smtp, ctx, {
-        mail,
-        labels: { leg: 'send' },
-        onAccepted: async (r) => {
-          accepted = { id: mail.message.id, acceptedAt: r.acceptedAt ?? Date.now() }
-          await onAccepted?.(accepted)
-        },
-      }),
-    ),
+    smtpConversation(target, settings.smtp, ctx, {
+      mail,
+      labels: { leg: 'send' },
+      onAccepted: async (r) => {
+        accepted = { id: mail.message.id, acceptedAt: r.acceptedAt ?? Date.now() }
+        await onAccepted?.(accepted)
+      },
+    }),
   )
   return accepted ?? { id: mail.message.id, acceptedAt: result.acceptedAt ?? Date.now() }
 }
