@@ -34,12 +34,14 @@ export interface SessionHooks {
   onTls(socket: tls.TLSSocket): void
 }
 
-/** Internals of SMTPConnection we rely on; kept to this one interface. */
+/**
+ * Internals of SMTPConnection we rely on (nodemailer is pinned exactly in package.json; guarded by
+ * test/unit/library-internals.test.ts; README "Library internals" says why each is needed).
+ */
 interface Internals {
   _socket: net.Socket | tls.TLSSocket
   _supportedExtensions: string[]
   _upgradeConnection(cb: (err: Error | null, secured?: boolean) => void): void
-  customAuth: Map<string, (ctx: CustomAuthContext) => Promise<void>>
 }
 
 export interface CustomAuthContext {
@@ -147,7 +149,7 @@ export class SmtpSession {
    * the handshake, check the certificate ourselves (so a bad one fails in phase tls with its reason),
    * and wait for the TLS 1.3 session ticket before EHLO: sending at once makes Postfix hold the EHLO
    * reply ~40 ms for a delayed ACK, which the probe would report as server latency.
-   * test/unit/smtp-session.test.ts fails if nodemailer renames this method.
+   * test/unit/library-internals.test.ts fails if nodemailer (pinned in package.json) changes it.
    */
   #wrapUpgrade() {
     const internals = this.conn as unknown as Internals

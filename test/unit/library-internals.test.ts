@@ -32,7 +32,7 @@ function sourceOf(fn: unknown, missing: string): string {
   return String(fn)
 }
 
-/** Indexes of `needles` in `haystack`; fails with `message` unless all are there, in this order. */
+/** Fails with `message` unless all `needles` are in `haystack`, in this order. */
 function assertInOrder(haystack: string, needles: string[], message: string) {
   const at = needles.map((s) => haystack.indexOf(s))
   assert.ok(
@@ -215,6 +215,11 @@ test('nodemailer internals: STARTTLS goes through _upgradeConnection, whose call
   })
   const { conn, socket } = await smtpClient(t, server.port, { tls: { ca: certs().ca } })
   const internals = nodemailerInternals(conn)
+  assert.equal(
+    typeof internals._upgradeConnection,
+    'function',
+    `${NM}'s SMTPConnection._upgradeConnection is gone: ${SMTP_SESSION} times STARTTLS, checks the certificate and waits for the TLS ticket through it; ${SEE}`,
+  )
   const original = internals._upgradeConnection.bind(conn)
   const seen: {
     calls: number
@@ -523,6 +528,11 @@ async function imapClient(
 /** Wraps authenticate() on the instance as ImapSession does; `decide` sets the credentials. */
 function wrapAuthenticate(client: ImapFlow, server: ScriptedServer, decide: () => void) {
   const internals = imapflowInternals(client)
+  assert.equal(
+    typeof internals.authenticate,
+    'function',
+    `${IF}'s ImapFlow.authenticate() is gone: ${IMAP_SESSION} wraps it to decide the login itself; ${SEE}`,
+  )
   const original = internals.authenticate.bind(client)
   const seen: { calls: number; receivedBefore?: string[] } = { calls: 0 }
   internals.authenticate = () => {
@@ -559,7 +569,7 @@ test('imapflow internals: connect() logs in through authenticate(), which reads 
   assert.ok(
     seen.receivedBefore?.some((l) => / ID /.test(` ${l} `)) === true &&
       !seen.receivedBefore.some((l) => / (LOGIN|AUTHENTICATE|NAMESPACE) /i.test(` ${l} `)),
-    `${IF} no longer calls authenticate() after ID and before any login command and NAMESPACE (had sent ${JSON.stringify(seen.receivedBefore)}); ${SEE}`,
+    `${IF} no longer calls authenticate() after STARTTLS and ID and before any login command and NAMESPACE (had sent ${JSON.stringify(seen.receivedBefore)}): ${IMAP_SESSION}'s login hook must see the final capability list and run before credentials are sent; ${SEE}`,
   )
   assert.ok(
     server.received.some((l) => /^\S+ LOGIN "?probe"? /.test(l)),
