@@ -278,6 +278,8 @@ async function measureDetectionLag(runs: number) {
   const module = config.modules['rt']
   if (module?.prober !== 'roundtrip') throw new Error('bench config')
   const settings = module.roundtrip
+  if (settings.receive.protocol !== 'imap') throw new Error('the bench round trip receives by IMAP')
+  const receive = settings.receive.imap
   const newDir = join(stack.dir, 'mail', 'mail.test', 'probe', 'Maildir', 'new')
   const arrivals: number[] = []
   const watcher = watch(newDir, () => arrivals.push(performance.now()))
@@ -287,7 +289,7 @@ async function measureDetectionLag(runs: number) {
     for (let i = 0; i < runs; i++) {
       const ctx = testContext(10_000, { moduleName: 'bench' })
       const target = { host: '127.0.0.1', port: stack.ports.imap }
-      const mailbox = await openImapMailbox(target, settings.receive.imap!, settings, ctx, 'bench')
+      const mailbox = await openImapMailbox(target, receive, settings, ctx, 'bench')
       try {
         const message = buildMessage({
           from: user,

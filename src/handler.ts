@@ -66,9 +66,9 @@ function chooseTarget(req: ProbeRequest): Target | ProbeResponse {
   const target = parseTarget(text, port)
   if (typeof target === 'string') return reject(400, 'invalid_target', `invalid target: ${target}`)
   if (req.module.target !== undefined) {
-    // The config check parses fixed targets; should one still not parse, refuse rather than allow anything.
-    const fixed = parseTarget(req.module.target, port)
-    if (typeof fixed === 'string' || fixed.host !== target.host || fixed.port !== target.port)
+    // Parsed at load; a module without it (which the config check does not let through) allows nothing.
+    const fixed = req.module.fixed_target
+    if (fixed === undefined || fixed.host !== target.host || fixed.port !== target.port)
       return reject(
         403,
         'target_not_allowed',

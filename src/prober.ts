@@ -1,8 +1,10 @@
-// The prober seam: what every prober gets (ProbeContext) and what it is (Prober).
+// The prober seam: what every prober gets (ProbeContext) and what a prober is (ProberDefinition).
 import type { Registry } from 'prom-client'
+import type { z } from 'zod'
 import type { Logger } from './logger.ts'
 import type { ProbePhases } from './phases.ts'
 import type { RoundtripStates } from './probers/roundtrip/state.ts'
+import type { CredentialLeg, ModuleFields } from './settings.ts'
 import type { Target } from './targets.ts'
 
 /** Everything a prober gets besides its target and module. */
@@ -21,6 +23,36 @@ export interface ProbeContext {
   readonly moduleName: string
   /** Deferred round trips' in-flight mails, one store per state file, shared by all probes. */
   readonly roundtripStates: RoundtripStates
+}
+
+/** A module of prober N: the keys every module has, `prober: N`, and its own section under the key N. */
+export type ModuleOf<N extends string, S> = ModuleFields & { prober: N } & { [K in N]: S }
+
+/**
+ * A prober: its settings section, the port a bare host means, which of its settings carry credentials,
+ * and its probe. probers/index.ts builds the module schema, the dispatch and the defaults from these.
+ */
+export interface ProberDefinition<N extends string = string, S extends z.ZodType = z.ZodType> {
+  readonly name: N
+  /** The module's own section, under the key `name` (e.g. `smtp:`). */
+  readonly settings: S
+  /** The port a target without one means (the protocol's well-known port for its TLS mode). */
+  defaultPort(settings: z.output<S>): number
+  /** The sections that send credentials (a module with any needs `target` or `allowed_targets`). */
+  credentialLegs(settings: z.output<S>): CredentialLeg[]
+  /** Whether a probe sends a mail (such a module needs `target` or `allowed_targets`, and min_interval 10s). */
+  sendsMail(settings: z.output<S>): boolean
+  /** Checks that need the whole module (its timeout, say); each problem goes to `issue`. */
+  check?(module: ModuleOf<N, z.output<S>>, issue: (path: string[], message: string) => void): void
+  /** Resolves when the target is healthy; rejects with the reason when it is not. */
+  probe(target: Target, module: ModuleOf<N, z.output<S>>, ctx: ProbeContext): Promise<void>
+}
+
+/** Declares a prober; the identity, for type inference of the settings. */
+export function defineProber<N extends string, S extends z.ZodType>(
+  definition: ProberDefinition<N, S>,
+): ProberDefinition<N, S> {
+  return definition
 }
 
 /** Resolves when the target is healthy; rejects with the reason when it is not. */

@@ -1,6 +1,6 @@
 // The IMAP dialogue: resolve, connect, banner, CAPABILITY, STARTTLS or implicit TLS, login (openImap); every command timed.
 import type { ImapFlow } from 'imapflow'
-import type { ImapAuth, ImapSettings } from '../config.ts'
+import type { ImapAuth, ImapSettings } from '../settings.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'

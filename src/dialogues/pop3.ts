@@ -1,5 +1,5 @@
 // The POP3 dialogue: resolve, connect, banner, CAPA, STLS or implicit TLS, login (openPop3); STAT facts. Every command timed.
-import type { Pop3Settings } from '../config.ts'
+import type { Pop3Settings } from '../settings.ts'
 import { ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'

@@ -1,6 +1,6 @@
 // The SMTP dialogue every prober uses: banner, EHLO, STARTTLS or implicit TLS, AUTH, a mail, QUIT; every command timed.
 import type tls from 'node:tls'
-import type { SmtpSettings } from '../config.ts'
+import type { SmtpSettings } from '../settings.ts'
 import { ProtocolError, findCause } from '../errors.ts'
 import { setGauge, setInfo, type Labels } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'

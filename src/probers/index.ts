@@ -1,21 +1,105 @@
-// The probers, and runProber(): the only switch over module kinds.
-import type { Module } from '../config.ts'
-import type { ProbeContext } from '../prober.ts'
-import type { Target } from '../targets.ts'
-import { probeImap } from './imap/index.ts'
-import { probePop3 } from './pop3/index.ts'
-import { probeRoundtrip } from './roundtrip/index.ts'
-import { probeSmtp } from './smtp/index.ts'
+// The probers. Adding one is a folder with its definition and a line in PROBERS: the module schema (a
+// union over `prober`), the dispatch and every per-prober default below come from the definitions.
+import { z } from 'zod'
+import type { ModuleOf, ProbeContext, ProberDefinition } from '../prober.ts'
+import { moduleFields, type CredentialLeg } from '../settings.ts'
+import { parseTarget, type Target } from '../targets.ts'
+import { imapProber } from './imap/index.ts'
+import { pop3Prober } from './pop3/index.ts'
+import { roundtripProber } from './roundtrip/index.ts'
+import { smtpProber } from './smtp/index.ts'
+
+export const PROBERS = [smtpProber, pop3Prober, imapProber, roundtripProber] as const
+
+type Definition = (typeof PROBERS)[number]
+type ModuleOfDefinition<D> = D extends ProberDefinition<infer N, infer S> ? ModuleOf<N, z.output<S>> : never
+/** A module as loaded: the keys every module has, `prober`, its section, and `fixed_target` parsed. */
+export type Module = ModuleOfDefinition<Definition> & { fixed_target?: Target | undefined }
+export type ProberName = Definition['name']
+
+// One place that forgets the link between a module's `prober` and its definition's types.
+type AnyDefinition = ProberDefinition
+const BY_NAME = new Map<string, AnyDefinition>(PROBERS.map((d) => [d.name, d as unknown as AnyDefinition]))
+function definitionOf(module: { prober: string }): AnyDefinition {
+  const definition = BY_NAME.get(module.prober)
+  if (!definition) throw new Error(`no prober ${module.prober}`) // the schema admits only known probers
+  return definition
+}
+const sectionOf = (module: { prober: string }) =>
+  (module as unknown as Record<string, unknown>)[module.prober]
 
 export function runProber(target: Target, module: Module, ctx: ProbeContext): Promise<void> {
-  switch (module.prober) {
-    case 'smtp':
-      return probeSmtp(target, module, ctx)
-    case 'pop3':
-      return probePop3(target, module, ctx)
-    case 'imap':
-      return probeImap(target, module, ctx)
-    case 'roundtrip':
-      return probeRoundtrip(target, module, ctx)
-  }
+  return definitionOf(module).probe(target, module, ctx)
 }
+
+/** The port a bare host means for this module (the protocol's well-known port for its TLS mode). */
+export function defaultPort(module: Module | ModuleOfDefinition<Definition>): number {
+  return definitionOf(module).defaultPort(sectionOf(module))
+}
+
+function credentialLegs(module: { prober: string }): CredentialLeg[] {
+  return definitionOf(module).credentialLegs(sectionOf(module))
+}
+
+function sendsMail(module: { prober: string }): boolean {
+  return definitionOf(module).sendsMail(sectionOf(module))
+}
+
+/** The module schema: `prober` chooses the definition whose section the module has. */
+function moduleSchema<N extends string, S extends z.ZodType>(definition: ProberDefinition<N, S>) {
+  return z.strictObject({
+    prober: z.literal(definition.name),
+    ...moduleFields,
+    [definition.name]: definition.settings,
+  })
+}
+
+type Loaded = ModuleOfDefinition<Definition>
+
+/** The module with min_interval in seconds: as configured, else by what a probe does. */
+function withDefaults(m: Omit<Loaded, 'min_interval'> & { min_interval?: number | undefined }): Module {
+  const fallback = sendsMail(m) ? 10 : credentialLegs(m).length > 0 ? 1 : 0
+  const module = { ...m, min_interval: m.min_interval ?? fallback } as Loaded
+  if (m.target === undefined) return module
+  // Checked in superRefine: a fixed target parses.
+  const fixed = parseTarget(m.target, defaultPort(module))
+  return typeof fixed === 'string' ? module : { ...module, fixed_target: fixed }
+}
+
+const [first, ...others] = PROBERS.map((d) => moduleSchema(d as unknown as AnyDefinition))
+if (first === undefined) throw new Error('no probers') // PROBERS is a non-empty literal
+export const ModuleSchema = z
+  .discriminatedUnion('prober', [first, ...others])
+  .superRefine((raw, ctx) => {
+    const m = raw as unknown as Loaded
+    const issue = (path: (string | number)[], message: string) =>
+      ctx.addIssue({ code: 'custom', path, message })
+    const unrestricted = m.target === undefined && m.allowed_targets === undefined
+    if (unrestricted && sendsMail(m))
+      issue(
+        ['allowed_targets'],
+        'this module sends mail: restrict where with `target` or `allowed_targets`, ' +
+          'otherwise anyone who can reach the exporter can make it send mail anywhere',
+      )
+    else if (unrestricted && credentialLegs(m).length > 0)
+      issue(
+        ['allowed_targets'],
+        'this module sends credentials: restrict where with `target` or `allowed_targets`, ' +
+          'so that nobody can make the exporter send them to a host of their choosing',
+      )
+    if (m.target !== undefined) {
+      // A fixed target is the module's only allowed target: it must parse, or nothing would be checked.
+      const parsed = parseTarget(m.target, defaultPort(m))
+      if (typeof parsed === 'string') issue(['target'], parsed)
+      if (m.allowed_targets !== undefined)
+        issue(['allowed_targets'], 'give `target` (one fixed target) or `allowed_targets`, not both')
+    }
+    for (const leg of credentialLegs(m))
+      if (leg.tls === 'none' && !leg.allowPlaintext && !leg.retriesWithStarttls)
+        issue(
+          [...leg.path, 'tls'],
+          'tls: none would send the password in the clear: set auth.allow_plaintext: true to allow that',
+        )
+    definitionOf(m).check?.(m, issue)
+  })
+  .transform((m) => withDefaults(m as unknown as Loaded))

@@ -1,12 +1,21 @@
 // The imap prober: banner, CAPABILITY, STARTTLS or implicit TLS, login, EXAMINE or STATUS, LOGOUT; every command timed.
 import type { ImapFlow } from 'imapflow'
-import type { ImapModule, ImapSettings } from '../../config.ts'
 import { openImap } from '../../dialogues/imap.ts'
 import { setGauge } from '../../metrics.ts'
-import type { Prober } from '../../prober.ts'
+import { defineProber, type ModuleOf, type Prober } from '../../prober.ts'
 import type { ImapSession } from '../../protocol/imap-session.ts'
+import { credentialLeg, ImapSettingsSchema, wellKnownPort, type ImapSettings } from '../../settings.ts'
 
-export const probeImap: Prober<ImapModule> = async (target, module, ctx) => {
+export const imapProber = defineProber({
+  name: 'imap',
+  settings: ImapSettingsSchema,
+  defaultPort: (imap) => wellKnownPort.imap(imap.tls),
+  credentialLegs: (imap) => credentialLeg(['imap'], imap),
+  sendsMail: () => false,
+  probe: (target, module, ctx) => probeImap(target, module, ctx),
+})
+
+export const probeImap: Prober<ModuleOf<'imap', ImapSettings>> = async (target, module, ctx) => {
   const settings = module.imap
   const { client, session } = await openImap(target, settings, ctx)
   try {

@@ -1,23 +1,45 @@
 // The roundtrip prober: send a marked mail through the target, find it by IMAP or POP3, time the delivery,
 // delete exactly that mail. sync: all in one scrape. deferred: check earlier scrapes' mails, then send the next.
 import { Counter, type Registry } from 'prom-client'
-import type { RoundtripModule, RoundtripSettings } from '../../config.ts'
 import { PhaseError } from '../../errors.ts'
 import { setGauge } from '../../metrics.ts'
 import type { PhaseTimer } from '../../phases.ts'
-import type { ProbeContext, Prober } from '../../prober.ts'
+import { defineProber, type ModuleOf, type ProbeContext, type Prober } from '../../prober.ts'
+import { credentialLeg, wellKnownPort } from '../../settings.ts'
 import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from './mailbox.ts'
 import { openImapMailbox } from './mailbox-imap.ts'
 import { openPop3Mailbox } from './mailbox-pop3.ts'
 import { buildMessage } from '../../protocol/message.ts'
 import type { InFlight, RouteState } from './state.ts'
-import { parseTarget, type Target } from '../../targets.ts'
+import type { Target } from '../../targets.ts'
+import { RoundtripSettingsSchema, type RoundtripSettings } from './settings.ts'
 import { smtpConversation, type Mail } from '../../dialogues/smtp.ts'
 
 const PHASES = ['send', 'detect', 'fetch', 'cleanup'] as const
 type Phase = (typeof PHASES)[number]
 
-export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ctx) => {
+export const roundtripProber = defineProber({
+  name: 'roundtrip',
+  settings: RoundtripSettingsSchema,
+  defaultPort: (roundtrip) => wellKnownPort.smtp(roundtrip.smtp.tls),
+  credentialLegs: (roundtrip) => [
+    ...credentialLeg(['roundtrip', 'smtp'], roundtrip.smtp),
+    ...(roundtrip.receive.protocol === 'imap'
+      ? credentialLeg(['roundtrip', 'receive', 'imap'], roundtrip.receive.imap)
+      : credentialLeg(['roundtrip', 'receive', 'pop3'], roundtrip.receive.pop3)),
+  ],
+  sendsMail: () => true,
+  check(module, issue) {
+    if (module.roundtrip.cleanup_reserve >= module.timeout)
+      issue(
+        ['roundtrip', 'cleanup_reserve'],
+        `cleanup_reserve (${module.roundtrip.cleanup_reserve}s) must be less than the timeout (${module.timeout}s)`,
+      )
+  },
+  probe: (target, module, ctx) => probeRoundtrip(target, module, ctx),
+})
+
+const probeRoundtrip: Prober<ModuleOf<'roundtrip', RoundtripSettings>> = async (target, module, ctx) => {
   const settings = module.roundtrip
   const phase = ctx.phases.timer('roundtrip', PHASES)
   const report = new RoundtripReport(ctx.registry)
@@ -42,27 +64,14 @@ export const probeRoundtrip: Prober<RoundtripModule> = async (target, module, ct
 
 function openMailbox(settings: RoundtripSettings, ctx: ProbeContext): Promise<Mailbox> {
   const { receive } = settings
-  if (receive.protocol === 'imap' && receive.imap) {
-    const target = receiveTarget(receive.target, receive.imap.tls === 'implicit' ? 993 : 143)
-    return openImapMailbox(target, receive.imap, settings, ctx, ctx.moduleName)
-  }
-  if (receive.protocol === 'pop3' && receive.pop3) {
-    const target = receiveTarget(receive.target, receive.pop3.tls === 'implicit' ? 995 : 110)
-    return openPop3Mailbox(target, receive.pop3, settings, ctx, ctx.moduleName)
-  }
-  throw new Error(`receive.${receive.protocol} is not configured`) // the config schema prevents this
-}
-
-function receiveTarget(text: string, port: number): Target {
-  const target = parseTarget(text, port)
-  if (typeof target === 'string') throw new Error(`receive.target: ${target}`)
-  return target
+  return receive.protocol === 'imap'
+    ? openImapMailbox(receive.endpoint, receive.imap, settings, ctx, ctx.moduleName)
+    : openPop3Mailbox(receive.endpoint, receive.pop3, settings, ctx, ctx.moduleName)
 }
 
 /** A new probe mail: our marker, module and send time in headers, the id also in the subject. */
 function newMail(settings: RoundtripSettings, module: string): Mail {
   const send = settings.smtp.send
-  if (!send) throw new Error('roundtrip.smtp.send is required') // the config schema prevents this
   const message = buildMessage({
     from: send.from,
     to: send.to,

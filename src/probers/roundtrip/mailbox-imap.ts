@@ -1,7 +1,8 @@
 // The IMAP receiving leg: IDLE (or NOOP polling) on the inbox, SEARCH by our header with a header-scan
 // fallback, the junk folder, and deletion of exactly our mails by UID.
 import type { ImapFlow, ListResponse } from 'imapflow'
-import type { ImapSettings, RoundtripSettings } from '../../config.ts'
+import type { ImapSettings } from '../../settings.ts'
+import type { RoundtripSettings } from './settings.ts'
 import type { ProbeContext } from '../../prober.ts'
 import { openImap } from '../../dialogues/imap.ts'
 import type { Target } from '../../targets.ts'

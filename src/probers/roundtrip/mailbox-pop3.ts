@@ -1,6 +1,7 @@
 // The POP3 receiving leg: the maildrop is a snapshot taken at login, so it polls by logging in again,
 // scans the newest messages with TOP n 0 for our marker, and deletes exactly our mails (DELE + QUIT).
-import type { Pop3Settings, RoundtripSettings } from '../../config.ts'
+import type { Pop3Settings } from '../../settings.ts'
+import type { RoundtripSettings } from './settings.ts'
 import type { ProbeContext } from '../../prober.ts'
 import { openPop3, pop3PhaseTimer, recordStat } from '../../dialogues/pop3.ts'
 import type { Target } from '../../targets.ts'

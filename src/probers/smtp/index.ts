@@ -1,21 +1,28 @@
 // The smtp prober: banner, EHLO, STARTTLS or implicit TLS, AUTH, optional test mail, QUIT; every command timed.
-import type { SmtpModule } from '../../config.ts'
 import { smtpConversation } from '../../dialogues/smtp.ts'
-import type { Prober } from '../../prober.ts'
+import { defineProber } from '../../prober.ts'
 import { buildMessage } from '../../protocol/message.ts'
+import { credentialLeg, SmtpSettingsSchema, wellKnownPort } from '../../settings.ts'
 
-export const probeSmtp: Prober<SmtpModule> = async (target, module, ctx) => {
-  const send = module.smtp.send
-  const mail = send && {
-    from: send.from,
-    to: send.to,
-    message: buildMessage({
+export const smtpProber = defineProber({
+  name: 'smtp',
+  settings: SmtpSettingsSchema.prefault({}),
+  defaultPort: (smtp) => wellKnownPort.smtp(smtp.tls),
+  credentialLegs: (smtp) => credentialLeg(['smtp'], smtp),
+  sendsMail: (smtp) => smtp.send !== undefined,
+  async probe(target, module, ctx) {
+    const send = module.smtp.send
+    const mail = send && {
       from: send.from,
       to: send.to,
-      subject: send.subject,
-      headers: send.headers,
-      body: send.body,
-    }),
-  }
-  await smtpConversation(target, module.smtp, ctx, { mail })
-}
+      message: buildMessage({
+        from: send.from,
+        to: send.to,
+        subject: send.subject,
+        headers: send.headers,
+        body: send.body,
+      }),
+    }
+    await smtpConversation(target, module.smtp, ctx, { mail })
+  },
+})
