@@ -1,5 +1,5 @@
 // One probe: target check, deadline, fresh registry, probe_success/duration/failed phase, debug text, history.
-import { Gauge, Registry, type OpenMetricsContentType, type PrometheusContentType } from 'prom-client'
+import { Registry, type OpenMetricsContentType, type PrometheusContentType } from 'prom-client'
 import { stringify } from 'yaml'
 import { defaultPort, redactModule, type Module } from './config.ts'
 import { DeadlineError, PhaseError, findCause } from './errors.ts'
@@ -8,7 +8,9 @@ import type { History } from './history.ts'
 import type { IntervalGate, ProbeSlots } from './limits.ts'
 import { reject, type Rejection } from './rejections.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
+import { gaugeOf, setGauge } from './metrics.ts'
 import { ProbePhases } from './phases.ts'
+import { PROBE_DURATION, PROBE_FAILED_PHASE, PROBE_SUCCESS, PROBE_TIMEOUT } from './prober.ts'
 import { runProber } from './probers/index.ts'
 import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import { parseTarget, targetAllowed, type Target } from './targets.ts'
@@ -120,13 +122,10 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
 
   const targetText = req.target ?? req.module.target ?? ''
   const registry = newRegistry(req.openMetrics)
-  const gauge = (name: string, help: string) => new Gauge({ name, help, registers: [registry] })
-  const successGauge = gauge('probe_success', 'Displays whether or not the probe was a success')
-  const durationGauge = gauge(
-    'probe_duration_seconds',
-    'Returns how long the probe took to complete in seconds',
-  )
-  gauge('probe_timeout_seconds', 'Returns the deadline of the probe in seconds').set(timeout)
+  // Registered first, so that they lead the answer, as in blackbox_exporter's.
+  const successGauge = gaugeOf(registry as Registry, PROBE_SUCCESS)
+  const durationGauge = gaugeOf(registry as Registry, PROBE_DURATION)
+  gaugeOf(registry as Registry, PROBE_TIMEOUT).set(timeout)
   const { logger, transcript } = createProbeLogger(deps.logger, {
     module: req.moduleName,
     target: targetText,
@@ -197,12 +196,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   let failedPhase: string | undefined
   if (!success) {
     failedPhase = findCause(failure, PhaseError)?.phase ?? phases.current ?? 'setup'
-    new Gauge({
-      name: 'probe_failed_phase_info',
-      help: 'The phase in which the probe failed (1), absent on success',
-      labelNames: ['phase'],
-      registers: [registry],
-    }).set({ phase: failedPhase }, 1)
+    setGauge(registry as Registry, PROBE_FAILED_PHASE, 1, {}, { phase: failedPhase })
     const reason = failure instanceof PhaseError ? (failure.cause ?? failure) : failure
     logger.warn('probe failed', {
       phase: failedPhase,

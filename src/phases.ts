@@ -1,7 +1,11 @@
 // Phases: the one way a probe's steps are timed and named. One ProbePhases per probe (ctx.phases) knows
 // the phase the probe is in; its timers export probe_<prober>_duration_seconds{phase} and name failures.
-import { Gauge, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { PhaseError } from './errors.ts'
+import { gaugeOf, type MetricDef } from './metrics.ts'
+
+/** A phase duration metric with its phases (metrics.ts phaseMetric). */
+export type PhaseMetric<P extends string> = MetricDef & { readonly values: { readonly phase: readonly P[] } }
 
 export interface PhaseTimer<P extends string> {
   /** Runs one step, adds its duration to the phase (phases may repeat), and names a failure by the phase. */
@@ -34,22 +38,13 @@ export class ProbePhases {
     return this.#current
   }
 
-  /** probe_<prober>_duration_seconds{phase, leg}; every phase is exported, 0 until reached. */
-  timer<P extends string>(prober: string, phases: readonly P[], leg?: string): PhaseTimer<P> {
+  /** The phase metric's gauge (probe_<prober>_duration_seconds{phase, leg}); every phase is exported, 0 until reached. */
+  timer<P extends string>(metric: PhaseMetric<P>, leg?: string): PhaseTimer<P> {
     const labels: Record<string, string> = leg === undefined ? {} : { leg }
-    const name = `probe_${prober}_duration_seconds`
-    const existing = this.#registry.getSingleMetric(name)
-    const gauge =
-      existing instanceof Gauge
-        ? existing
-        : new Gauge({
-            name,
-            help: `Duration of ${prober} probe by phase, in seconds`,
-            labelNames: ['phase', ...Object.keys(labels)],
-            registers: [this.#registry],
-          })
+    const fresh = this.#registry.getSingleMetric(metric.name) === undefined
+    const gauge = gaugeOf(this.#registry, metric, labels)
     // A second timer on the same gauge (a reconnect) keeps what the first one measured.
-    if (!(existing instanceof Gauge)) for (const phase of phases) gauge.set({ ...labels, phase }, 0)
+    if (fresh) for (const phase of metric.values.phase) gauge.set({ ...labels, phase }, 0)
 
     const full = (phase: P) => (leg === undefined ? phase : `${leg}_${phase}`)
     const enter = (phase: P) => {

@@ -2,10 +2,25 @@
 import type { Registry } from 'prom-client'
 import type { z } from 'zod'
 import type { Logger } from './logger.ts'
+import { gauge, type MetricDef } from './metrics.ts'
 import type { ProbePhases } from './phases.ts'
 import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import type { CredentialLeg, ModuleFields } from './settings.ts'
 import type { Target } from './targets.ts'
+
+/** What every probe reports, whatever its prober (handler.ts sets them). */
+export const PROBE_SUCCESS = gauge('probe_success', 'Displays whether or not the probe was a success')
+export const PROBE_DURATION = gauge(
+  'probe_duration_seconds',
+  'Returns how long the probe took to complete in seconds',
+)
+export const PROBE_TIMEOUT = gauge('probe_timeout_seconds', 'Returns the deadline of the probe in seconds')
+export const PROBE_FAILED_PHASE = gauge(
+  'probe_failed_phase_info',
+  'The phase in which the probe failed (1), absent on success',
+  ['phase'],
+)
+export const PROBE_METRICS = [PROBE_SUCCESS, PROBE_DURATION, PROBE_TIMEOUT, PROBE_FAILED_PHASE]
 
 /** Everything a prober gets besides its target and module. */
 export interface ProbeContext {
@@ -42,6 +57,8 @@ export interface ProberDefinition<N extends string = string, S extends z.ZodType
   credentialLegs(settings: z.output<S>): CredentialLeg[]
   /** Whether a probe sends a mail (such a module needs `target` or `allowed_targets`, and min_interval 10s). */
   sendsMail(settings: z.output<S>): boolean
+  /** Every metric a probe of this prober may set (its dialogues' too): the catalogue is made of these. */
+  readonly metrics: readonly MetricDef[]
   /** Checks that need the whole module (its timeout, say); each problem goes to `issue`. */
   check?(module: ModuleOf<N, z.output<S>>, issue: (path: string[], message: string) => void): void
   /** Resolves when the target is healthy; rejects with the reason when it is not. */

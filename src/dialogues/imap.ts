@@ -1,7 +1,7 @@
 // The IMAP dialogue: resolve, connect, banner, CAPABILITY, STARTTLS or implicit TLS, login (openImap); every command timed.
 import type { ImapFlow } from 'imapflow'
 import type { ImapAuth, ImapSettings } from '../settings.ts'
-import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { legGauge, phaseMetric, setGauge, setInfo, type Labels, type MetricDef } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
@@ -13,11 +13,55 @@ import {
   type LoginPlan,
   type PreLogin,
 } from '../protocol/imap-session.ts'
-import { resolveHost, type Resolved } from './resolve.ts'
+import { RESOLVE_METRICS, resolveHost, type Resolved } from './resolve.ts'
 import { IMAP_MECHANISMS, chooseMechanisms, type ImapMechanism } from '../protocol/sasl.ts'
 import { CredentialPolicyError, checkTransport } from './credentials.ts'
-import { recordTlsMetrics } from './tls-metrics.ts'
+import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
+
+const PROBE_IMAP_AUTH_MECHANISM_USED = legGauge(
+  'probe_imap_auth_mechanism_used',
+  'The mechanism that logged in',
+  ['mechanism'],
+)
+const PROBE_IMAP_CAPABILITY_INFO = legGauge(
+  'probe_imap_capability_info',
+  'CAPABILITY atoms before login, before (stage="plain") and under (stage="tls") TLS',
+  ['stage', 'capability'],
+  { stage: ['plain', 'tls'] },
+)
+const PROBE_IMAP_AUTH_MECHANISM_ADVERTISED = legGauge(
+  'probe_imap_auth_mechanism_advertised',
+  'AUTH= mechanisms offered, by stage; usable="false" for those imapflow cannot speak (CRAM-MD5, SCRAM)',
+  ['stage', 'mechanism', 'usable'],
+  { stage: ['plain', 'tls'], usable: ['true', 'false'] },
+)
+const PROBE_IMAP_STARTTLS_ADVERTISED = legGauge(
+  'probe_imap_starttls_advertised',
+  'Whether the cleartext capability list offers STARTTLS',
+)
+const PROBE_IMAP_LOGINDISABLED_BEFORE_TLS = legGauge(
+  'probe_imap_logindisabled_before_tls',
+  'Whether the cleartext capability list says LOGINDISABLED',
+)
+const PROBE_IMAP_AUTH_OFFERED_BEFORE_TLS = legGauge(
+  'probe_imap_auth_offered_before_tls',
+  'Whether the cleartext server would take a password (no LOGINDISABLED, or AUTH=PLAIN/LOGIN)',
+)
+const PROBE_IMAP_DURATION_SECONDS = phaseMetric('imap', IMAP_PHASES, true)
+
+/** Every metric the IMAP dialogue sets (with the resolve and TLS ones). */
+export const IMAP_DIALOGUE_METRICS = [
+  PROBE_IMAP_DURATION_SECONDS,
+  PROBE_IMAP_CAPABILITY_INFO,
+  PROBE_IMAP_AUTH_MECHANISM_ADVERTISED,
+  PROBE_IMAP_AUTH_MECHANISM_USED,
+  PROBE_IMAP_STARTTLS_ADVERTISED,
+  PROBE_IMAP_LOGINDISABLED_BEFORE_TLS,
+  PROBE_IMAP_AUTH_OFFERED_BEFORE_TLS,
+  ...RESOLVE_METRICS,
+  ...TLS_METRICS,
+]
 
 export { IMAP_PHASES, type ImapPhase }
 
@@ -52,7 +96,7 @@ export async function openImap(
   ctx: ProbeContext,
   labels: Labels = {},
 ): Promise<ImapConnection> {
-  const phase = ctx.phases.timer('imap', IMAP_PHASES, labels['leg'])
+  const phase = ctx.phases.timer(PROBE_IMAP_DURATION_SECONDS, labels['leg'])
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
   const refused: ImapMechanism[] = []
   for (;;) {
@@ -80,13 +124,7 @@ export async function openImap(
         mechanism,
       })
     if (mechanism !== undefined)
-      setInfo(
-        ctx.registry,
-        'probe_imap_auth_mechanism_used',
-        'The mechanism that logged in',
-        [{ mechanism }],
-        labels,
-      )
+      setInfo(ctx.registry, PROBE_IMAP_AUTH_MECHANISM_USED, [{ mechanism }], labels)
     return { client: session.client, session, phase, mechanism }
   }
 }
@@ -162,8 +200,7 @@ function recordCapabilities(ctx: ProbeContext, session: ImapSession, labels: Lab
     if (!list) continue
     setInfo(
       registry,
-      'probe_imap_capability_info',
-      'CAPABILITY atoms before login, before (stage="plain") and under (stage="tls") TLS',
+      PROBE_IMAP_CAPABILITY_INFO,
       list.map((capability) => ({ stage, capability })),
       labels,
     )
@@ -171,8 +208,7 @@ function recordCapabilities(ctx: ProbeContext, session: ImapSession, labels: Lab
     if (mechanisms.length > 0)
       setInfo(
         registry,
-        'probe_imap_auth_mechanism_advertised',
-        'AUTH= mechanisms offered, by stage; usable="false" for those imapflow cannot speak (CRAM-MD5, SCRAM)',
+        PROBE_IMAP_AUTH_MECHANISM_ADVERTISED,
         mechanisms.map((mechanism) => ({
           stage,
           mechanism,
@@ -184,21 +220,8 @@ function recordCapabilities(ctx: ProbeContext, session: ImapSession, labels: Lab
   const plain = session.capabilities.plain
   if (!plain) return
   const has = (name: string) => hasCapability(plain, name)
-  const flag = (name: string, help: string, value: boolean) =>
-    setGauge(registry, name, help, value ? 1 : 0, labels)
-  flag(
-    'probe_imap_starttls_advertised',
-    'Whether the cleartext capability list offers STARTTLS',
-    has('STARTTLS'),
-  )
-  flag(
-    'probe_imap_logindisabled_before_tls',
-    'Whether the cleartext capability list says LOGINDISABLED',
-    has('LOGINDISABLED'),
-  )
-  flag(
-    'probe_imap_auth_offered_before_tls',
-    'Whether the cleartext server would take a password (no LOGINDISABLED, or AUTH=PLAIN/LOGIN)',
-    !has('LOGINDISABLED') || has('AUTH=PLAIN') || has('AUTH=LOGIN'),
-  )
+  const flag = (metric: MetricDef, value: boolean) => setGauge(registry, metric, value ? 1 : 0, labels)
+  flag(PROBE_IMAP_STARTTLS_ADVERTISED, has('STARTTLS'))
+  flag(PROBE_IMAP_LOGINDISABLED_BEFORE_TLS, has('LOGINDISABLED'))
+  flag(PROBE_IMAP_AUTH_OFFERED_BEFORE_TLS, !has('LOGINDISABLED') || has('AUTH=PLAIN') || has('AUTH=LOGIN'))
 }

@@ -2,16 +2,16 @@
 import type { Pop3Settings } from '../settings.ts'
 import { ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
-import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { setGauge, setInfo, type Labels, legGauge, phaseMetric } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
 import { checkVerified, connectTcp } from '../protocol/connection.ts'
 import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
 import { saslMechanisms } from '../protocol/pop3-reply.ts'
-import { resolveHost } from './resolve.ts'
+import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
 import { POP3_MECHANISMS } from '../protocol/sasl.ts'
 import { planLogin, tryMechanisms } from './credentials.ts'
-import { recordTlsMetrics } from './tls-metrics.ts'
+import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
 export const POP3_PHASES = [
@@ -29,9 +29,52 @@ export const POP3_PHASES = [
 ] as const
 export type Pop3Phase = (typeof POP3_PHASES)[number]
 
+const PROBE_POP3_CAPABILITY_INFO = legGauge(
+  'probe_pop3_capability_info',
+  'CAPA keywords the server announced, before (stage="plain") and after (stage="tls") TLS',
+  ['stage', 'capability'],
+  { stage: ['plain', 'tls'] },
+)
+const PROBE_POP3_AUTH_MECHANISM_ADVERTISED = legGauge(
+  'probe_pop3_auth_mechanism_advertised',
+  'Login mechanisms the server offers (SASL, USER, APOP), by stage (plain before TLS, tls after)',
+  ['stage', 'mechanism'],
+  { stage: ['plain', 'tls'] },
+)
+const PROBE_POP3_STARTTLS_ADVERTISED = legGauge(
+  'probe_pop3_starttls_advertised',
+  'Whether the server offered STLS before TLS',
+)
+const PROBE_POP3_AUTH_OFFERED_BEFORE_TLS = legGauge(
+  'probe_pop3_auth_offered_before_tls',
+  'Whether the server offered USER or SASL PLAIN/LOGIN on the cleartext connection',
+)
+const PROBE_POP3_AUTH_MECHANISM_USED = legGauge(
+  'probe_pop3_auth_mechanism_used',
+  'The mechanism that logged in',
+  ['mechanism'],
+)
+const PROBE_POP3_MESSAGES = legGauge('probe_pop3_messages', 'Messages in the maildrop (STAT)')
+const PROBE_POP3_SIZE_BYTES = legGauge('probe_pop3_size_bytes', 'Size of the maildrop in bytes (STAT)')
+const PROBE_POP3_DURATION_SECONDS = phaseMetric('pop3', POP3_PHASES, true)
+
+/** Every metric the POP3 dialogue sets (with the resolve and TLS ones). */
+export const POP3_DIALOGUE_METRICS = [
+  PROBE_POP3_DURATION_SECONDS,
+  PROBE_POP3_CAPABILITY_INFO,
+  PROBE_POP3_AUTH_MECHANISM_ADVERTISED,
+  PROBE_POP3_AUTH_MECHANISM_USED,
+  PROBE_POP3_STARTTLS_ADVERTISED,
+  PROBE_POP3_AUTH_OFFERED_BEFORE_TLS,
+  PROBE_POP3_MESSAGES,
+  PROBE_POP3_SIZE_BYTES,
+  ...RESOLVE_METRICS,
+  ...TLS_METRICS,
+]
+
 /** probe_pop3_duration_seconds{phase} with extra labels; make one and pass it to each openPop3 to sum reconnects. */
 export function pop3PhaseTimer(ctx: ProbeContext, labels: Labels = {}): PhaseTimer<Pop3Phase> {
-  return ctx.phases.timer('pop3', POP3_PHASES, labels['leg'])
+  return ctx.phases.timer(PROBE_POP3_DURATION_SECONDS, labels['leg'])
 }
 
 /**
@@ -135,52 +178,32 @@ class Pop3Facts {
     if (capabilities && capabilities.size > 0)
       setInfo(
         registry,
-        'probe_pop3_capability_info',
-        'CAPA keywords the server announced, before (stage="plain") and after (stage="tls") TLS',
+        PROBE_POP3_CAPABILITY_INFO,
         [...capabilities.keys()].map((capability) => ({ stage, capability })),
         this.#labels,
       )
     const mechanisms = advertisedMechanisms(capabilities, greeting)
     setInfo(
       registry,
-      'probe_pop3_auth_mechanism_advertised',
-      'Login mechanisms the server offers (SASL, USER, APOP), by stage (plain before TLS, tls after)',
+      PROBE_POP3_AUTH_MECHANISM_ADVERTISED,
       mechanisms.map((mechanism) => ({ stage, mechanism })),
       this.#labels,
     )
     if (stage !== 'plain') return
     // Without CAPA nothing is advertised, and USER is what a client would use (RFC 1939).
-    setGauge(
-      registry,
-      'probe_pop3_starttls_advertised',
-      'Whether the server offered STLS before TLS',
-      capabilities?.has('STLS') ? 1 : 0,
-      this.#labels,
-    )
+    setGauge(registry, PROBE_POP3_STARTTLS_ADVERTISED, capabilities?.has('STLS') ? 1 : 0, this.#labels)
     const cleartext = mechanisms.some((m) => m === 'USER' || m === 'PLAIN' || m === 'LOGIN')
-    setGauge(
-      registry,
-      'probe_pop3_auth_offered_before_tls',
-      'Whether the server offered USER or SASL PLAIN/LOGIN on the cleartext connection',
-      cleartext ? 1 : 0,
-      this.#labels,
-    )
+    setGauge(registry, PROBE_POP3_AUTH_OFFERED_BEFORE_TLS, cleartext ? 1 : 0, this.#labels)
   }
 
   used(mechanism: string) {
-    setInfo(
-      this.#ctx.registry,
-      'probe_pop3_auth_mechanism_used',
-      'The mechanism that logged in',
-      [{ mechanism }],
-      this.#labels,
-    )
+    setInfo(this.#ctx.registry, PROBE_POP3_AUTH_MECHANISM_USED, [{ mechanism }], this.#labels)
   }
 }
 
 /** probe_pop3_messages and probe_pop3_size_bytes from a STAT reply. */
 export function recordStat(ctx: ProbeContext, stat: { messages: number; size: number }, labels: Labels = {}) {
   const { registry } = ctx
-  setGauge(registry, 'probe_pop3_messages', 'Messages in the maildrop (STAT)', stat.messages, labels)
-  setGauge(registry, 'probe_pop3_size_bytes', 'Size of the maildrop in bytes (STAT)', stat.size, labels)
+  setGauge(registry, PROBE_POP3_MESSAGES, stat.messages, labels)
+  setGauge(registry, PROBE_POP3_SIZE_BYTES, stat.size, labels)
 }

@@ -3,8 +3,21 @@ import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import type { Registry } from 'prom-client'
 import { abortable } from '../protocol/abort.ts'
-import { setGauge, type Labels } from '../metrics.ts'
+import { setGauge, type Labels, legGauge } from '../metrics.ts'
 import type { Logger } from '../logger.ts'
+
+const PROBE_DNS_LOOKUP_TIME_SECONDS = legGauge(
+  'probe_dns_lookup_time_seconds',
+  'Returns the time taken for probe dns lookup in seconds',
+)
+const PROBE_IP_PROTOCOL = legGauge('probe_ip_protocol', 'Specifies whether probe ip protocol is IP4 or IP6')
+const PROBE_IP_ADDR_HASH = legGauge(
+  'probe_ip_addr_hash',
+  'Specifies the hash of IP address. It is useful to detect if the IP address changes.',
+)
+
+/** What resolving a target sets (blackbox_exporter names). */
+export const RESOLVE_METRICS = [PROBE_DNS_LOOKUP_TIME_SECONDS, PROBE_IP_PROTOCOL, PROBE_IP_ADDR_HASH]
 
 export interface ResolveOptions {
   preferred_ip_protocol: 'ip4' | 'ip6'
@@ -58,27 +71,9 @@ export async function resolveHost(
       )
     resolved = found
   }
-  setGauge(
-    ctx.registry,
-    'probe_dns_lookup_time_seconds',
-    'Returns the time taken for probe dns lookup in seconds',
-    (performance.now() - start) / 1000,
-    labels,
-  )
-  setGauge(
-    ctx.registry,
-    'probe_ip_protocol',
-    'Specifies whether probe ip protocol is IP4 or IP6',
-    resolved.family,
-    labels,
-  )
-  setGauge(
-    ctx.registry,
-    'probe_ip_addr_hash',
-    'Specifies the hash of IP address. It is useful to detect if the IP address changes.',
-    fnv32a(resolved.address),
-    labels,
-  )
+  setGauge(ctx.registry, PROBE_DNS_LOOKUP_TIME_SECONDS, (performance.now() - start) / 1000, labels)
+  setGauge(ctx.registry, PROBE_IP_PROTOCOL, resolved.family, labels)
+  setGauge(ctx.registry, PROBE_IP_ADDR_HASH, fnv32a(resolved.address), labels)
   ctx.logger.debug('resolved target', { host, address: resolved.address })
   return resolved
 }

@@ -2,18 +2,18 @@
 import type tls from 'node:tls'
 import type { SmtpSettings } from '../settings.ts'
 import { ProtocolError, findCause } from '../errors.ts'
-import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { setGauge, setInfo, type Labels, legGauge, phaseMetric } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
 import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import type { ProbeMessage } from '../protocol/message.ts'
-import { resolveHost } from './resolve.ts'
+import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
 import { SMTP_MECHANISMS } from '../protocol/sasl.ts'
 import { CredentialPolicyError, planLogin, tryMechanisms } from './credentials.ts'
 import { customAuth } from '../protocol/smtp-auth.ts'
 import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
 import { SmtpSession, type SmtpPhase } from '../protocol/smtp-session.ts'
-import { recordTlsMetrics } from './tls-metrics.ts'
+import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
 import type { Target } from '../targets.ts'
 
 export const SMTP_PHASES: readonly SmtpPhase[] = [
@@ -29,6 +29,57 @@ export const SMTP_PHASES: readonly SmtpPhase[] = [
   'rcpt',
   'data',
   'quit',
+]
+
+const PROBE_SMTP_AUTH_RETRIED_WITH_STARTTLS = legGauge(
+  'probe_smtp_auth_retried_with_starttls',
+  'Whether AUTH was retried over a new STARTTLS connection (exported when retry_with_starttls is set)',
+)
+const PROBE_SMTP_STATUS_CODE = legGauge('probe_smtp_status_code', 'Last SMTP reply code the server sent')
+const PROBE_SMTP_ENHANCED_STATUS_CODE = legGauge(
+  'probe_smtp_enhanced_status_code',
+  'Enhanced status code (RFC 3463) of the last reply, as a number: 5.7.8 -> 578; 0 when it had none',
+)
+const PROBE_SMTP_EHLO_EXTENSION_INFO = legGauge(
+  'probe_smtp_ehlo_extension_info',
+  'EHLO keywords the server announced, before (stage="plain") and after (stage="tls") TLS',
+  ['stage', 'extension'],
+  { stage: ['plain', 'tls'] },
+)
+const PROBE_SMTP_AUTH_MECHANISM_ADVERTISED = legGauge(
+  'probe_smtp_auth_mechanism_advertised',
+  'SASL mechanisms the server offers, by stage (plain before TLS, tls after)',
+  ['stage', 'mechanism'],
+  { stage: ['plain', 'tls'] },
+)
+const PROBE_SMTP_STARTTLS_ADVERTISED = legGauge(
+  'probe_smtp_starttls_advertised',
+  'Whether the server offered STARTTLS before TLS',
+)
+const PROBE_SMTP_AUTH_OFFERED_BEFORE_TLS = legGauge(
+  'probe_smtp_auth_offered_before_tls',
+  'Whether the server offered AUTH on the cleartext connection',
+)
+const PROBE_SMTP_AUTH_MECHANISM_USED = legGauge(
+  'probe_smtp_auth_mechanism_used',
+  'The SASL mechanism that authenticated',
+  ['mechanism'],
+)
+const PROBE_SMTP_DURATION_SECONDS = phaseMetric('smtp', SMTP_PHASES, true)
+
+/** Every metric the SMTP dialogue sets (with the resolve and TLS ones). */
+export const SMTP_DIALOGUE_METRICS = [
+  PROBE_SMTP_DURATION_SECONDS,
+  PROBE_SMTP_STATUS_CODE,
+  PROBE_SMTP_ENHANCED_STATUS_CODE,
+  PROBE_SMTP_EHLO_EXTENSION_INFO,
+  PROBE_SMTP_AUTH_MECHANISM_ADVERTISED,
+  PROBE_SMTP_AUTH_MECHANISM_USED,
+  PROBE_SMTP_STARTTLS_ADVERTISED,
+  PROBE_SMTP_AUTH_OFFERED_BEFORE_TLS,
+  PROBE_SMTP_AUTH_RETRIED_WITH_STARTTLS,
+  ...RESOLVE_METRICS,
+  ...TLS_METRICS,
 ]
 
 /** How long a failed probe waits for the answer to its closing QUIT. */
@@ -67,16 +118,10 @@ export async function smtpConversation(
   },
 ): Promise<SmtpResult> {
   const labels = options.labels ?? {}
-  const phase = ctx.phases.timer('smtp', SMTP_PHASES, labels['leg'])
+  const phase = ctx.phases.timer(PROBE_SMTP_DURATION_SECONDS, labels['leg'])
   const facts = new SmtpFacts(ctx, labels)
   const retried = (value: number) =>
-    setGauge(
-      ctx.registry,
-      'probe_smtp_auth_retried_with_starttls',
-      'Whether AUTH was retried over a new STARTTLS connection (exported when retry_with_starttls is set)',
-      value,
-      labels,
-    )
+    setGauge(ctx.registry, PROBE_SMTP_AUTH_RETRIED_WITH_STARTTLS, value, labels)
   if (settings.retry_with_starttls) retried(0)
   try {
     return await attempt(target, settings, settings.tls, ctx, phase, facts, options)
@@ -211,18 +256,11 @@ class SmtpFacts {
   }
 
   reply(code: number, enhanced: string | undefined) {
-    setGauge(
-      this.#ctx.registry,
-      'probe_smtp_status_code',
-      'Last SMTP reply code the server sent',
-      code,
-      this.labels,
-    )
+    setGauge(this.#ctx.registry, PROBE_SMTP_STATUS_CODE, code, this.labels)
     // Always set with the reply code, so the two describe the same reply (0: that reply had none).
     setGauge(
       this.#ctx.registry,
-      'probe_smtp_enhanced_status_code',
-      'Enhanced status code (RFC 3463) of the last reply, as a number: 5.7.8 -> 578; 0 when it had none',
+      PROBE_SMTP_ENHANCED_STATUS_CODE,
       enhanced === undefined ? 0 : Number(enhanced.replaceAll('.', '')),
       this.labels,
     )
@@ -238,47 +276,22 @@ class SmtpFacts {
       const stage = tls ? 'tls' : 'plain'
       setInfo(
         registry,
-        'probe_smtp_ehlo_extension_info',
-        'EHLO keywords the server announced, before (stage="plain") and after (stage="tls") TLS',
+        PROBE_SMTP_EHLO_EXTENSION_INFO,
         ehloExtensions(reply).map((e) => ({ stage, extension: e.keyword })),
         this.labels,
       )
       for (const mechanism of authMechanisms(reply))
-        setInfo(
-          registry,
-          'probe_smtp_auth_mechanism_advertised',
-          'SASL mechanisms the server offers, by stage (plain before TLS, tls after)',
-          [{ stage, mechanism }],
-          this.labels,
-        )
+        setInfo(registry, PROBE_SMTP_AUTH_MECHANISM_ADVERTISED, [{ stage, mechanism }], this.labels)
     }
     const plain = replies.find((r) => !r.tls)
     if (plain) {
       const ext = ehloExtensions(plain.reply).map((e) => e.keyword)
-      setGauge(
-        registry,
-        'probe_smtp_starttls_advertised',
-        'Whether the server offered STARTTLS before TLS',
-        ext.includes('STARTTLS') ? 1 : 0,
-        this.labels,
-      )
-      setGauge(
-        registry,
-        'probe_smtp_auth_offered_before_tls',
-        'Whether the server offered AUTH on the cleartext connection',
-        ext.includes('AUTH') ? 1 : 0,
-        this.labels,
-      )
+      setGauge(registry, PROBE_SMTP_STARTTLS_ADVERTISED, ext.includes('STARTTLS') ? 1 : 0, this.labels)
+      setGauge(registry, PROBE_SMTP_AUTH_OFFERED_BEFORE_TLS, ext.includes('AUTH') ? 1 : 0, this.labels)
     }
   }
 
   used(mechanism: string) {
-    setInfo(
-      this.#ctx.registry,
-      'probe_smtp_auth_mechanism_used',
-      'The SASL mechanism that authenticated',
-      [{ mechanism }],
-      this.labels,
-    )
+    setInfo(this.#ctx.registry, PROBE_SMTP_AUTH_MECHANISM_USED, [{ mechanism }], this.labels)
   }
 }

@@ -1,7 +1,40 @@
 // TLS facts with blackbox_exporter's names, so existing certificate panels and alerts work unchanged.
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
 import type { Registry } from 'prom-client'
-import { setGauge, setInfo, type Labels } from '../metrics.ts'
+import { setGauge, setInfo, type Labels, legGauge } from '../metrics.ts'
+
+const PROBE_TLS_VERSION_INFO = legGauge(
+  'probe_tls_version_info',
+  'Returns the TLS version used or NaN when unknown',
+  ['version'],
+)
+const PROBE_TLS_CIPHER_INFO = legGauge(
+  'probe_tls_cipher_info',
+  'Returns the TLS cipher negotiated during handshake',
+  ['cipher'],
+)
+const PROBE_SSL_EARLIEST_CERT_EXPIRY = legGauge(
+  'probe_ssl_earliest_cert_expiry',
+  'Returns last SSL chain expiry in unixtime',
+)
+const PROBE_SSL_LAST_CHAIN_EXPIRY_TIMESTAMP_SECONDS = legGauge(
+  'probe_ssl_last_chain_expiry_timestamp_seconds',
+  'Returns last SSL chain expiry in timestamp',
+)
+const PROBE_SSL_LAST_CHAIN_INFO = legGauge(
+  'probe_ssl_last_chain_info',
+  'Contains SSL leaf certificate information',
+  ['fingerprint_sha256', 'subject', 'issuer', 'subjectalternative', 'serialnumber'],
+)
+
+/** TLS facts (blackbox_exporter names). */
+export const TLS_METRICS = [
+  PROBE_TLS_VERSION_INFO,
+  PROBE_TLS_CIPHER_INFO,
+  PROBE_SSL_EARLIEST_CERT_EXPIRY,
+  PROBE_SSL_LAST_CHAIN_EXPIRY_TIMESTAMP_SECONDS,
+  PROBE_SSL_LAST_CHAIN_INFO,
+]
 
 /** Node's "TLSv1.3" as Go's tls.VersionName: "TLS 1.3". */
 export function tlsVersionName(protocol: string | null): string {
@@ -42,43 +75,18 @@ export function recordTlsMetrics(socket: TLSSocket, registry: Registry, labels: 
   const chain = peerChain(socket)
   const expiries = chain.map((c) => Date.parse(c.valid_to) / 1000)
   const leaf = chain[0]
-  setInfo(
-    registry,
-    'probe_tls_version_info',
-    'Returns the TLS version used or NaN when unknown',
-    [{ version: tlsVersionName(socket.getProtocol()) }],
-    labels,
-  )
+  setInfo(registry, PROBE_TLS_VERSION_INFO, [{ version: tlsVersionName(socket.getProtocol()) }], labels)
   const cipher = socket.getCipher() as { standardName?: string; name: string }
-  setInfo(
-    registry,
-    'probe_tls_cipher_info',
-    'Returns the TLS cipher negotiated during handshake',
-    [{ cipher: cipher.standardName ?? cipher.name }],
-    labels,
-  )
+  setInfo(registry, PROBE_TLS_CIPHER_INFO, [{ cipher: cipher.standardName ?? cipher.name }], labels)
   if (!leaf) return
-  setGauge(
-    registry,
-    'probe_ssl_earliest_cert_expiry',
-    'Returns last SSL chain expiry in unixtime',
-    Math.min(...expiries),
-    labels,
-  )
+  setGauge(registry, PROBE_SSL_EARLIEST_CERT_EXPIRY, Math.min(...expiries), labels)
   if (socket.authorized) {
     // The verified chain is the presented one here (Node builds one chain); its weakest link expires first.
-    setGauge(
-      registry,
-      'probe_ssl_last_chain_expiry_timestamp_seconds',
-      'Returns last SSL chain expiry in timestamp',
-      Math.min(...expiries),
-      labels,
-    )
+    setGauge(registry, PROBE_SSL_LAST_CHAIN_EXPIRY_TIMESTAMP_SECONDS, Math.min(...expiries), labels)
   }
   setInfo(
     registry,
-    'probe_ssl_last_chain_info',
-    'Contains SSL leaf certificate information',
+    PROBE_SSL_LAST_CHAIN_INFO,
     [
       {
         fingerprint_sha256: leaf.fingerprint256.replaceAll(':', '').toLowerCase(),

@@ -1,7 +1,8 @@
 // The probers. Adding one is a folder with its definition and a line in PROBERS: the module schema (a
 // union over `prober`), the dispatch and every per-prober default below come from the definitions.
 import { z } from 'zod'
-import type { ModuleOf, ProbeContext, ProberDefinition } from '../prober.ts'
+import type { MetricDef } from '../metrics.ts'
+import { PROBE_METRICS, type ModuleOf, type ProbeContext, type ProberDefinition } from '../prober.ts'
 import { moduleFields, type CredentialLeg } from '../settings.ts'
 import { parseTarget, type Target } from '../targets.ts'
 import { imapProber } from './imap/index.ts'
@@ -103,3 +104,13 @@ export const ModuleSchema = z
     definitionOf(m).check?.(m, issue)
   })
   .transform((m) => withDefaults(m as unknown as Loaded))
+
+/**
+ * The metric catalogue: every metric a probe may answer with (the handler's, then each prober's and its
+ * dialogues'), each once. test/unit/catalogue.test.ts holds it against grafana/metrics.json.
+ */
+export const PROBE_CATALOGUE: readonly MetricDef[] = [
+  ...new Map(
+    [...PROBE_METRICS, ...PROBERS.flatMap((d): readonly MetricDef[] => d.metrics)].map((m) => [m.name, m]),
+  ).values(),
+]

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Registry } from 'prom-client'
 import { PhaseError } from '../../src/errors.ts'
+import { phaseMetric } from '../../src/metrics.ts'
 import { ProbePhases } from '../../src/phases.ts'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
 
@@ -19,7 +20,7 @@ const failure = async (promise: Promise<unknown>) => {
 test('phases: a timer exports every phase, adds repeats up, and names a failure by its phase', async () => {
   const registry = new Registry()
   const phases = new ProbePhases(registry)
-  const phase = phases.timer('smtp', ['connect', 'ehlo', 'quit'] as const)
+  const phase = phases.timer(phaseMetric('smtp', ['connect', 'ehlo', 'quit'], true))
   await phase('connect', () => new Promise((r) => setTimeout(r, 20)))
   phase.add('ehlo', 0.25)
   phase.add('ehlo', 0.25)
@@ -36,8 +37,8 @@ test('phases: a timer exports every phase, adds repeats up, and names a failure 
 test('phases: a leg names its phases <leg>_<phase> in failures and in current, and labels its gauge', async () => {
   const registry = new Registry()
   const phases = new ProbePhases(registry)
-  const trip = phases.timer('roundtrip', ['send', 'detect'] as const)
-  const send = phases.timer('smtp', ['auth', 'data'] as const, 'send')
+  const trip = phases.timer(phaseMetric('roundtrip', ['send', 'detect'], false))
+  const send = phases.timer(phaseMetric('smtp', ['auth', 'data'], true), 'send')
   // The leg's failure keeps its name through the round trip's own phase.
   assert.equal(
     await failure(trip('send', () => send('auth', () => Promise.reject(new Error('535'))))),

@@ -1,10 +1,14 @@
 // The imap prober: banner, CAPABILITY, STARTTLS or implicit TLS, login, EXAMINE or STATUS, LOGOUT; every command timed.
 import type { ImapFlow } from 'imapflow'
-import { openImap } from '../../dialogues/imap.ts'
-import { setGauge } from '../../metrics.ts'
+import { IMAP_DIALOGUE_METRICS, openImap } from '../../dialogues/imap.ts'
+import { gauge, setGauge } from '../../metrics.ts'
 import { defineProber, type ModuleOf, type Prober } from '../../prober.ts'
 import type { ImapSession } from '../../protocol/imap-session.ts'
 import { credentialLeg, ImapSettingsSchema, wellKnownPort, type ImapSettings } from '../../settings.ts'
+
+const MAILBOX_MESSAGES = gauge('probe_imap_mailbox_messages', 'Messages in the mailbox')
+const MAILBOX_RECENT = gauge('probe_imap_mailbox_recent', 'Messages with \\Recent in the mailbox')
+const MAILBOX_UNSEEN = gauge('probe_imap_mailbox_unseen', 'Messages without \\Seen in the mailbox')
 
 export const imapProber = defineProber({
   name: 'imap',
@@ -12,6 +16,7 @@ export const imapProber = defineProber({
   defaultPort: (imap) => wellKnownPort.imap(imap.tls),
   credentialLegs: (imap) => credentialLeg(['imap'], imap),
   sendsMail: () => false,
+  metrics: [...IMAP_DIALOGUE_METRICS, MAILBOX_MESSAGES, MAILBOX_RECENT, MAILBOX_UNSEEN],
   probe: (target, module, ctx) => probeImap(target, module, ctx),
 })
 
@@ -20,12 +25,12 @@ export const probeImap: Prober<ModuleOf<'imap', ImapSettings>> = async (target, 
   const { client, session } = await openImap(target, settings, ctx)
   try {
     const box = await session.during('select', () => checkMailbox(client, session, settings))
-    const gauge = (name: string, help: string, value: number | undefined) => {
-      if (value !== undefined) setGauge(ctx.registry, name, help, value)
-    }
-    gauge('probe_imap_mailbox_messages', 'Messages in the mailbox', box.messages)
-    gauge('probe_imap_mailbox_recent', 'Messages with \\Recent in the mailbox', box.recent)
-    gauge('probe_imap_mailbox_unseen', 'Messages without \\Seen in the mailbox', box.unseen)
+    for (const [metric, value] of [
+      [MAILBOX_MESSAGES, box.messages],
+      [MAILBOX_RECENT, box.recent],
+      [MAILBOX_UNSEEN, box.unseen],
+    ] as const)
+      if (value !== undefined) setGauge(ctx.registry, metric, value)
     await session.during('logout', () => client.logout())
   } finally {
     session.close()

@@ -1,5 +1,5 @@
 // The pop3 prober: banner, CAPA, STLS or implicit TLS, login, STAT (and UIDL/LIST), QUIT; every command timed.
-import { openPop3, recordStat } from '../../dialogues/pop3.ts'
+import { POP3_DIALOGUE_METRICS, openPop3, recordStat } from '../../dialogues/pop3.ts'
 import { defineProber } from '../../prober.ts'
 import { credentialLeg, Pop3SettingsSchema, wellKnownPort } from '../../settings.ts'
 
@@ -9,6 +9,7 @@ export const pop3Prober = defineProber({
   defaultPort: (pop3) => wellKnownPort.pop3(pop3.tls),
   credentialLegs: (pop3) => credentialLeg(['pop3'], pop3),
   sendsMail: () => false,
+  metrics: POP3_DIALOGUE_METRICS,
   async probe(target, module, ctx) {
     const settings = module.pop3
     const { client, phase } = await openPop3(target, settings, ctx)

@@ -1,8 +1,11 @@
 // The roundtrip prober: send a marked mail through the target, find it by IMAP or POP3, time the delivery,
 // delete exactly that mail. sync: all in one scrape. deferred: check earlier scrapes' mails, then send the next.
-import { Counter, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { PhaseError } from '../../errors.ts'
-import { setGauge } from '../../metrics.ts'
+import { counter, counterOf, gauge, phaseMetric, setGauge } from '../../metrics.ts'
+import { SMTP_DIALOGUE_METRICS } from '../../dialogues/smtp.ts'
+import { IMAP_DIALOGUE_METRICS } from '../../dialogues/imap.ts'
+import { POP3_DIALOGUE_METRICS } from '../../dialogues/pop3.ts'
 import type { PhaseTimer } from '../../phases.ts'
 import { defineProber, type ModuleOf, type ProbeContext, type Prober } from '../../prober.ts'
 import { credentialLeg, wellKnownPort } from '../../settings.ts'
@@ -18,6 +21,34 @@ import { smtpConversation, type Mail } from '../../dialogues/smtp.ts'
 const PHASES = ['send', 'detect', 'fetch', 'cleanup'] as const
 type Phase = (typeof PHASES)[number]
 
+const M = {
+  duration: phaseMetric('roundtrip', PHASES, false),
+  found: gauge(
+    'probe_roundtrip_found',
+    'Whether this scrape found its mail (deferred: a mail of an earlier scrape)',
+  ),
+  foundInJunk: gauge('probe_roundtrip_found_in_junk', 'Whether the mail was found in the junk folder'),
+  arrival: gauge('probe_roundtrip_arrival_seconds', 'From SMTP acceptance to storage in the mailbox'),
+  detectionLag: gauge(
+    'probe_roundtrip_detection_lag_seconds',
+    'From storage in the mailbox to detection by the probe',
+  ),
+  delivery: gauge(
+    'probe_roundtrip_delivery_seconds',
+    'Delivery time of the probe mail, from SMTP acceptance',
+  ),
+  pending: gauge('probe_roundtrip_pending', 'Probe mails sent and not yet found (deferred mode)'),
+  lost: counter(
+    'probe_roundtrip_lost_total',
+    'Probe mails never found within lost_after, since the state began',
+  ),
+  swept: counter(
+    'probe_roundtrip_swept_total',
+    'Stale probe mails deleted by the sweep, since the state began',
+  ),
+  messages: gauge('probe_roundtrip_mailbox_messages', 'Messages in the receiving mailbox'),
+}
+
 export const roundtripProber = defineProber({
   name: 'roundtrip',
   settings: RoundtripSettingsSchema,
@@ -29,6 +60,12 @@ export const roundtripProber = defineProber({
       : credentialLeg(['roundtrip', 'receive', 'pop3'], roundtrip.receive.pop3)),
   ],
   sendsMail: () => true,
+  metrics: [
+    ...Object.values(M),
+    ...SMTP_DIALOGUE_METRICS,
+    ...IMAP_DIALOGUE_METRICS,
+    ...POP3_DIALOGUE_METRICS,
+  ],
   check(module, issue) {
     if (module.roundtrip.cleanup_reserve >= module.timeout)
       issue(
@@ -41,7 +78,7 @@ export const roundtripProber = defineProber({
 
 const probeRoundtrip: Prober<ModuleOf<'roundtrip', RoundtripSettings>> = async (target, module, ctx) => {
   const settings = module.roundtrip
-  const phase = ctx.phases.timer('roundtrip', PHASES)
+  const phase = ctx.phases.timer(M.duration)
   const report = new RoundtripReport(ctx.registry)
   const state = ctx.roundtripStates.get(settings.state_file)
   const key = `${ctx.moduleName}|${target.host}:${target.port}`
@@ -199,21 +236,9 @@ class RoundtripReport {
     this.#registry = registry
   }
 
-  #gauge(name: string, help: string, value: number) {
-    setGauge(this.#registry, name, help, value)
-  }
-
   found(mail: FoundMail | undefined) {
-    this.#gauge(
-      'probe_roundtrip_found',
-      'Whether this scrape found its mail (deferred: a mail of an earlier scrape)',
-      mail ? 1 : 0,
-    )
-    this.#gauge(
-      'probe_roundtrip_found_in_junk',
-      'Whether the mail was found in the junk folder',
-      mail?.folder === 'junk' ? 1 : 0,
-    )
+    setGauge(this.#registry, M.found, mail ? 1 : 0)
+    setGauge(this.#registry, M.foundInJunk, mail?.folder === 'junk' ? 1 : 0)
   }
 
   /**
@@ -226,47 +251,20 @@ class RoundtripReport {
       // Server stamps usually have whole-second resolution (and the server's clock): clamp into
       // [accepted, detected], so arrival is a lower bound and never negative.
       const storedAt = Math.min(Math.max(mail.storedAt, acceptedAt), mail.detectedAt)
-      this.#gauge(
-        'probe_roundtrip_arrival_seconds',
-        'From SMTP acceptance to storage in the mailbox',
-        seconds(storedAt - acceptedAt),
-      )
-      this.#gauge(
-        'probe_roundtrip_detection_lag_seconds',
-        'From storage in the mailbox to detection by the probe',
-        seconds(mail.detectedAt - storedAt),
-      )
+      setGauge(this.#registry, M.arrival, seconds(storedAt - acceptedAt))
+      setGauge(this.#registry, M.detectionLag, seconds(mail.detectedAt - storedAt))
     }
     const delivered = mode === 'sync' ? mail.detectedAt : mail.storedAt
-    if (delivered !== undefined)
-      this.#gauge(
-        'probe_roundtrip_delivery_seconds',
-        'Delivery time of the probe mail, from SMTP acceptance',
-        seconds(delivered - acceptedAt),
-      )
+    if (delivered !== undefined) setGauge(this.#registry, M.delivery, seconds(delivered - acceptedAt))
   }
 
   totals(route: RouteState) {
-    this.#gauge(
-      'probe_roundtrip_pending',
-      'Probe mails sent and not yet found (deferred mode)',
-      route.inflight.length,
-    )
-    const counter = (name: string, help: string, value: number) =>
-      new Counter({ name, help, registers: [this.#registry] }).inc(value)
-    counter(
-      'probe_roundtrip_lost_total',
-      'Probe mails never found within lost_after, since the state began',
-      route.lost,
-    )
-    counter(
-      'probe_roundtrip_swept_total',
-      'Stale probe mails deleted by the sweep, since the state began',
-      route.swept,
-    )
+    setGauge(this.#registry, M.pending, route.inflight.length)
+    counterOf(this.#registry, M.lost).inc(route.lost)
+    counterOf(this.#registry, M.swept).inc(route.swept)
   }
 
   messages(count: number) {
-    this.#gauge('probe_roundtrip_mailbox_messages', 'Messages in the receiving mailbox', count)
+    setGauge(this.#registry, M.messages, count)
   }
 }

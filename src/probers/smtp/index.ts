@@ -1,5 +1,5 @@
 // The smtp prober: banner, EHLO, STARTTLS or implicit TLS, AUTH, optional test mail, QUIT; every command timed.
-import { smtpConversation } from '../../dialogues/smtp.ts'
+import { SMTP_DIALOGUE_METRICS, smtpConversation } from '../../dialogues/smtp.ts'
 import { defineProber } from '../../prober.ts'
 import { buildMessage } from '../../protocol/message.ts'
 import { credentialLeg, SmtpSettingsSchema, wellKnownPort } from '../../settings.ts'
@@ -10,6 +10,7 @@ export const smtpProber = defineProber({
   defaultPort: (smtp) => wellKnownPort.smtp(smtp.tls),
   credentialLegs: (smtp) => credentialLeg(['smtp'], smtp),
   sendsMail: (smtp) => smtp.send !== undefined,
+  metrics: SMTP_DIALOGUE_METRICS,
   async probe(target, module, ctx) {
     const send = module.smtp.send
     const mail = send && {
