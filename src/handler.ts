@@ -11,8 +11,7 @@ import { createProbeLogger, type Logger } from './logger.ts'
 import { gaugeOf, setGauge } from './metrics.ts'
 import { ProbePhases } from './phases.ts'
 import { PROBE_DURATION, PROBE_FAILED_PHASE, PROBE_SUCCESS, PROBE_TIMEOUT } from './prober.ts'
-import { runProber } from './probers/index.ts'
-import type { RoundtripStates } from './probers/roundtrip/state.ts'
+import { runProber, type ProberStates } from './probers/index.ts'
 import { parseTarget, targetAllowed, type Target } from './targets.ts'
 
 export interface HandlerDeps {
@@ -21,7 +20,8 @@ export interface HandlerDeps {
   metrics: ExporterMetrics
   /** Seconds kept back from Prometheus' scrape timeout (--timeout-offset). */
   timeoutOffset: number
-  roundtripStates: RoundtripStates
+  /** What the probers keep across probes (the round trip's in-flight mails). */
+  states: ProberStates
   /** --probe.max-concurrent; unlimited when absent. */
   slots?: ProbeSlots
   /** min_interval per module and target; not enforced when absent. */
@@ -163,16 +163,20 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   let giveUp: (() => void) | undefined
   try {
     await Promise.race([
-      runProber(target, req.module, {
-        signal,
-        // Probers only register metrics; the content type matters for rendering alone.
-        registry: registry as Registry,
-        logger,
-        phases,
-        deadline: deadlineAt,
-        moduleName: req.moduleName,
-        roundtripStates: deps.roundtripStates,
-      }),
+      runProber(
+        target,
+        req.module,
+        {
+          signal,
+          // Probers only register metrics; the content type matters for rendering alone.
+          registry: registry as Registry,
+          logger,
+          phases,
+          deadline: deadlineAt,
+          moduleName: req.moduleName,
+        },
+        deps.states,
+      ),
       new Promise<never>((_, reject) => {
         giveUp = () => setTimeout(() => reject(new DeadlineError()), 5)
         signal.addEventListener('abort', giveUp, { once: true })

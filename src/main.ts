@@ -6,7 +6,7 @@ import { createExporterMetrics } from './exporter-metrics.ts'
 import { History } from './history.ts'
 import { IntervalGate, ProbeSlots } from './limits.ts'
 import { createLogger, LEVELS, type Level } from './logger.ts'
-import { RoundtripStates } from './probers/roundtrip/state.ts'
+import { ProberStates } from './probers/index.ts'
 import { createApp } from './server.ts'
 import { VERSION } from './version.ts'
 import { createWebServer, loadWebConfig, type WebConfig } from './web-config.ts'
@@ -108,9 +108,9 @@ function main(): void {
 
   let draining = false
   // Deferred state files: validated, and locked against a second exporter (which fails here, at start).
-  const roundtripStates = new RoundtripStates({ logger, registry: metrics.registry })
+  const states = new ProberStates({ logger, registry: metrics.registry })
   try {
-    roundtripStates.lock(RoundtripStates.filesOf(config))
+    states.configure(config)
   } catch (err) {
     logger.error('cannot start', { err: (err as Error).message })
     process.exit(1)
@@ -123,7 +123,7 @@ function main(): void {
     history: new History(),
     metrics,
     timeoutOffset,
-    roundtripStates,
+    states,
     slots: new ProbeSlots(maxConcurrent),
     gate: new IntervalGate(),
     draining: () => draining,
@@ -138,7 +138,7 @@ function main(): void {
       const webProblem = nextWeb === undefined ? undefined : web.check(nextWeb)
       if (webProblem !== undefined) throw new Error(`${webConfigFile}: ${webProblem}`)
       // A state file newly in the config must be ours alone, or the reload fails and the old config stays.
-      roundtripStates.lock(RoundtripStates.filesOf(next))
+      states.configure(next)
       if (nextWeb !== undefined) web.update(nextWeb)
       config = next
       metrics.reloadSuccess.set(1)
@@ -196,7 +196,7 @@ function main(): void {
       server.closeAllConnections()
       if (active > 0) logger.warn('probes still running at shutdown', { requests: active })
       // After the probes: their last state updates are written, then the locks released.
-      roundtripStates.close().then(
+      states.close().then(
         () => {
           logger.info('stopped')
           process.exit(0)

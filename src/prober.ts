@@ -4,7 +4,6 @@ import type { z } from 'zod'
 import type { Logger } from './logger.ts'
 import { gauge, type MetricDef } from './metrics.ts'
 import type { ProbePhases } from './phases.ts'
-import type { RoundtripStates } from './probers/roundtrip/state.ts'
 import type { CredentialLeg, ModuleFields } from './settings.ts'
 import type { Target } from './targets.ts'
 
@@ -22,8 +21,8 @@ export const PROBE_FAILED_PHASE = gauge(
 )
 export const PROBE_METRICS = [PROBE_SUCCESS, PROBE_DURATION, PROBE_TIMEOUT, PROBE_FAILED_PHASE]
 
-/** Everything a prober gets besides its target and module. */
-export interface ProbeContext {
+/** Everything a prober gets besides its target and module; `state` is what its definition's createState made. */
+export interface ProbeContext<St = unknown> {
   /** Aborts at the module deadline (min of module timeout and scrape timeout - offset). */
   readonly signal: AbortSignal
   /** New for each probe; whatever is registered here is what /probe returns. */
@@ -36,8 +35,22 @@ export interface ProbeContext {
   readonly deadline: number
   /** Module name (round trips key their state by module and target). */
   readonly moduleName: string
-  /** Deferred round trips' in-flight mails, one store per state file, shared by all probes. */
-  readonly roundtripStates: RoundtripStates
+  /** What the prober keeps across probes (ProberDefinition.createState); undefined for most. */
+  readonly state: St
+}
+
+/** What a prober keeps across probes, made once per exporter (the round trip's in-flight mails). */
+export interface ProberState {
+  /** The config, at start and on every reload; throws to refuse it (the previous config then stays). */
+  configure?(config: { modules: Record<string, ModuleFields & { prober: string }> }): void
+  /** At shutdown, after the last probe: write what must survive, let go of what it holds. */
+  close?(): Promise<void>
+}
+
+/** What createState may use: the exporter's logger and its own registry (/metrics). */
+export interface StateDeps {
+  logger?: Logger | undefined
+  registry?: Registry | undefined
 }
 
 /** A module of prober N: the keys every module has, `prober: N`, and its own section under the key N. */
@@ -47,7 +60,11 @@ export type ModuleOf<N extends string, S> = ModuleFields & { prober: N } & { [K 
  * A prober: its settings section, the port a bare host means, which of its settings carry credentials,
  * and its probe. probers/index.ts builds the module schema, the dispatch and the defaults from these.
  */
-export interface ProberDefinition<N extends string = string, S extends z.ZodType = z.ZodType> {
+export interface ProberDefinition<
+  N extends string = string,
+  S extends z.ZodType = z.ZodType,
+  St extends ProberState | undefined = undefined,
+> {
   readonly name: N
   /** The module's own section, under the key `name` (e.g. `smtp:`). */
   readonly settings: S
@@ -61,16 +78,20 @@ export interface ProberDefinition<N extends string = string, S extends z.ZodType
   readonly metrics: readonly MetricDef[]
   /** Checks that need the whole module (its timeout, say); each problem goes to `issue`. */
   check?(module: ModuleOf<N, z.output<S>>, issue: (path: string[], message: string) => void): void
+  /** What the prober keeps across probes, made once per exporter; ctx.state in each probe. */
+  createState?(deps: StateDeps): St
   /** Resolves when the target is healthy; rejects with the reason when it is not. */
-  probe(target: Target, module: ModuleOf<N, z.output<S>>, ctx: ProbeContext): Promise<void>
+  probe(target: Target, module: ModuleOf<N, z.output<S>>, ctx: ProbeContext<St>): Promise<void>
 }
 
 /** Declares a prober; the identity, for type inference of the settings. */
-export function defineProber<N extends string, S extends z.ZodType>(
-  definition: ProberDefinition<N, S>,
-): ProberDefinition<N, S> {
+export function defineProber<
+  N extends string,
+  S extends z.ZodType,
+  St extends ProberState | undefined = undefined,
+>(definition: ProberDefinition<N, S, St>): ProberDefinition<N, S, St> {
   return definition
 }
 
 /** Resolves when the target is healthy; rejects with the reason when it is not. */
-export type Prober<M> = (target: Target, module: M, ctx: ProbeContext) => Promise<void>
+export type Prober<M, St = unknown> = (target: Target, module: M, ctx: ProbeContext<St>) => Promise<void>

@@ -2,7 +2,14 @@
 // union over `prober`), the dispatch and every per-prober default below come from the definitions.
 import { z } from 'zod'
 import type { MetricDef } from '../metrics.ts'
-import { PROBE_METRICS, type ModuleOf, type ProbeContext, type ProberDefinition } from '../prober.ts'
+import {
+  PROBE_METRICS,
+  type ModuleOf,
+  type ProbeContext,
+  type ProberDefinition,
+  type ProberState,
+  type StateDeps,
+} from '../prober.ts'
 import { moduleFields, type CredentialLeg } from '../settings.ts'
 import { parseTarget, type Target } from '../targets.ts'
 import { imapProber } from './imap/index.ts'
@@ -13,13 +20,15 @@ import { smtpProber } from './smtp/index.ts'
 export const PROBERS = [smtpProber, pop3Prober, imapProber, roundtripProber] as const
 
 type Definition = (typeof PROBERS)[number]
-type ModuleOfDefinition<D> = D extends ProberDefinition<infer N, infer S> ? ModuleOf<N, z.output<S>> : never
+type ModuleOfDefinition<D> = D extends { name: infer N extends string; settings: infer S extends z.ZodType }
+  ? ModuleOf<N, z.output<S>>
+  : never
 /** A module as loaded: the keys every module has, `prober`, its section, and `fixed_target` parsed. */
 export type Module = ModuleOfDefinition<Definition> & { fixed_target?: Target | undefined }
 export type ProberName = Definition['name']
 
 // One place that forgets the link between a module's `prober` and its definition's types.
-type AnyDefinition = ProberDefinition
+type AnyDefinition = ProberDefinition<string, z.ZodType, ProberState | undefined>
 const BY_NAME = new Map<string, AnyDefinition>(PROBERS.map((d) => [d.name, d as unknown as AnyDefinition]))
 function definitionOf(module: { prober: string }): AnyDefinition {
   const definition = BY_NAME.get(module.prober)
@@ -29,8 +38,44 @@ function definitionOf(module: { prober: string }): AnyDefinition {
 const sectionOf = (module: { prober: string }) =>
   (module as unknown as Record<string, unknown>)[module.prober]
 
-export function runProber(target: Target, module: Module, ctx: ProbeContext): Promise<void> {
-  return definitionOf(module).probe(target, module, ctx)
+/** Runs the module's prober, with the state its definition keeps in `states`. */
+export function runProber(
+  target: Target,
+  module: Module,
+  ctx: Omit<ProbeContext, 'state'>,
+  states: ProberStates,
+): Promise<void> {
+  return definitionOf(module).probe(target, module, { ...ctx, state: states.of(module.prober) })
+}
+
+/**
+ * What the probers keep across probes (ProberDefinition.createState), made once per exporter: each
+ * state is told the config at start and on reload (it may refuse it), and closed at shutdown.
+ */
+export class ProberStates {
+  readonly #states = new Map<string, ProberState>()
+
+  /** `given` replaces a prober's own state (tests share one across exporter lifetimes this way). */
+  constructor(deps: StateDeps = {}, given: Partial<Record<ProberName, ProberState>> = {}) {
+    for (const definition of BY_NAME.values()) {
+      const own = (given as Record<string, ProberState | undefined>)[definition.name]
+      const state = own ?? definition.createState?.(deps)
+      if (state !== undefined) this.#states.set(definition.name, state)
+    }
+  }
+
+  of(prober: string): ProberState | undefined {
+    return this.#states.get(prober)
+  }
+
+  /** A config at start or on reload; throws (the first state's refusal) to refuse it. */
+  configure(config: Parameters<NonNullable<ProberState['configure']>>[0]): void {
+    for (const state of this.#states.values()) state.configure?.(config)
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#states.values()].map((state) => state.close?.() ?? Promise.resolve()))
+  }
 }
 
 /** The port a bare host means for this module (the protocol's well-known port for its TLS mode). */
@@ -47,7 +92,9 @@ function sendsMail(module: { prober: string }): boolean {
 }
 
 /** The module schema: `prober` chooses the definition whose section the module has. */
-function moduleSchema<N extends string, S extends z.ZodType>(definition: ProberDefinition<N, S>) {
+function moduleSchema<N extends string, S extends z.ZodType>(
+  definition: ProberDefinition<N, S, ProberState | undefined>,
+) {
   return z.strictObject({
     prober: z.literal(definition.name),
     ...moduleFields,

@@ -3,7 +3,6 @@ import { Registry } from 'prom-client'
 import { silentLogger } from '../../src/logger.ts'
 import { ProbePhases } from '../../src/phases.ts'
 import type { ProbeContext } from '../../src/prober.ts'
-import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 
 export function testContext(timeoutMs = 5000, overrides: Partial<ProbeContext> = {}): ProbeContext {
   const registry = overrides.registry ?? new Registry()
@@ -14,7 +13,7 @@ export function testContext(timeoutMs = 5000, overrides: Partial<ProbeContext> =
     phases: new ProbePhases(registry),
     deadline: Date.now() + timeoutMs,
     moduleName: 'test',
-    roundtripStates: new RoundtripStates(),
+    state: undefined,
     ...overrides,
   }
 }

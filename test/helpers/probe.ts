@@ -4,6 +4,7 @@ import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { handleProbe } from '../../src/handler.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
+import { ProberStates } from '../../src/probers/index.ts'
 import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 import { parseMetrics, sampleValue, type Labels, type Sample } from './metrics.ts'
 
@@ -47,7 +48,7 @@ export async function probe(
       history,
       metrics: createExporterMetrics('test'),
       timeoutOffset: 0.5,
-      roundtripStates: options.roundtripStates ?? new RoundtripStates(),
+      states: new ProberStates({}, { roundtrip: options.roundtripStates ?? new RoundtripStates() }),
     },
   )
   const seconds = (performance.now() - start) / 1000

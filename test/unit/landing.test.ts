@@ -8,7 +8,7 @@ import { parseConfig } from '../../src/config.ts'
 import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
-import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
+import { ProberStates } from '../../src/probers/index.ts'
 import { createApp } from '../../src/server.ts'
 import { scriptedServer } from '../servers/scripted.ts'
 
@@ -36,7 +36,7 @@ test('landing page: shows version, modules and recent probes; a failure links to
     history: new History(),
     metrics: createExporterMetrics('1.2.3'),
     timeoutOffset: 0.5,
-    roundtripStates: new RoundtripStates(),
+    states: new ProberStates(),
   })
   const server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))

@@ -7,7 +7,7 @@ import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { History } from '../../src/history.ts'
 import { IntervalGate, ProbeSlots } from '../../src/limits.ts'
 import { silentLogger } from '../../src/logger.ts'
-import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
+import { ProberStates } from '../../src/probers/index.ts'
 import { createApp } from '../../src/server.ts'
 import { scriptedServer, silentServer } from '../servers/scripted.ts'
 import { parseMetrics, sampleValue } from '../helpers/metrics.ts'
@@ -23,7 +23,7 @@ async function start(t: TestContext, yaml: string, limits: { slots?: ProbeSlots;
     history: new History(),
     metrics: createExporterMetrics('9.9.9'),
     timeoutOffset: 0.5,
-    roundtripStates: new RoundtripStates(),
+    states: new ProberStates(),
   }
   const server = createApp(state).listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
@@ -244,7 +244,7 @@ test('server: finished probes are garbage: 300 probes retain (almost) no heap', 
     history: new History(0, 0),
     metrics: createExporterMetrics('t'),
     timeoutOffset: 0.5,
-    roundtripStates: new RoundtripStates(),
+    states: new ProberStates(),
   }
   const client = new AbortController()
   const once = async () => {

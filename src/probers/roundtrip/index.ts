@@ -13,7 +13,7 @@ import { MODULE_HEADER, SENT_HEADER, type FoundMail, type Mailbox } from './mail
 import { openImapMailbox } from './mailbox-imap.ts'
 import { openPop3Mailbox } from './mailbox-pop3.ts'
 import { buildMessage } from '../../protocol/message.ts'
-import type { InFlight, RouteState } from './state.ts'
+import { RoundtripStates, type InFlight, type RouteState } from './state.ts'
 import type { Target } from '../../targets.ts'
 import { RoundtripSettingsSchema, type RoundtripSettings } from './settings.ts'
 import { smtpConversation, type Mail } from '../../dialogues/smtp.ts'
@@ -60,6 +60,7 @@ export const roundtripProber = defineProber({
       : credentialLeg(['roundtrip', 'receive', 'pop3'], roundtrip.receive.pop3)),
   ],
   sendsMail: () => true,
+  createState: (deps) => new RoundtripStates(deps),
   metrics: [
     ...Object.values(M),
     ...SMTP_DIALOGUE_METRICS,
@@ -76,11 +77,15 @@ export const roundtripProber = defineProber({
   probe: (target, module, ctx) => probeRoundtrip(target, module, ctx),
 })
 
-const probeRoundtrip: Prober<ModuleOf<'roundtrip', RoundtripSettings>> = async (target, module, ctx) => {
+const probeRoundtrip: Prober<ModuleOf<'roundtrip', RoundtripSettings>, RoundtripStates> = async (
+  target,
+  module,
+  ctx,
+) => {
   const settings = module.roundtrip
   const phase = ctx.phases.timer(M.duration)
   const report = new RoundtripReport(ctx.registry)
-  const state = ctx.roundtripStates.get(settings.state_file)
+  const state = ctx.state.get(settings.state_file)
   const key = `${ctx.moduleName}|${target.host}:${target.port}`
   // The receiving leg logs in first: IDLE then sees the arrival, and a broken mailbox wastes no mail.
   const mailbox = await openMailbox(settings, ctx)
@@ -151,7 +156,7 @@ async function sendMail(
 interface Round {
   target: Target
   settings: RoundtripSettings
-  ctx: ProbeContext
+  ctx: ProbeContext<RoundtripStates>
   phase: PhaseTimer<Phase>
   mailbox: Mailbox
   report: RoundtripReport
@@ -187,7 +192,7 @@ async function deferredRound(
   { target, settings, ctx, phase, mailbox, report }: Round,
   key: string,
 ): Promise<void> {
-  const state = ctx.roundtripStates.get(settings.state_file)
+  const state = ctx.state.get(settings.state_file)
   const inflight = state.snapshot(key).inflight
   const ids = inflight.map((m) => m.id)
   const found = await phase('detect', () => mailbox.find(ids, { until: Date.now(), wait: false }))

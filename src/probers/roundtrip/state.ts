@@ -21,7 +21,6 @@ import { hostname } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Registry } from 'prom-client'
 import { z } from 'zod'
-import type { Config } from '../../config.ts'
 import { roundtripStateResetCounter } from '../../exporter-metrics.ts'
 import { silentLogger, type Logger } from '../../logger.ts'
 
@@ -508,6 +507,11 @@ export class RoundtripStateFile {
 // ---------------------------------------------------------------- all of them
 
 /** The state of all round-trip modules: one object per state file, one in memory for modules without one. */
+/** As much of a config as the state files are found in (config.ts's Config is one). */
+interface ModulesConfig {
+  modules: Record<string, { prober: string; roundtrip?: { state_file?: string | undefined } }>
+}
+
 export class RoundtripStates {
   readonly #files = new Map<string | undefined, RoundtripStateFile>()
   readonly #options: StateOptions
@@ -517,7 +521,13 @@ export class RoundtripStates {
    * `registry`: the exporter's own, for mailprobe_exporter_roundtrip_state_reset_total (give it to one
    * instance only). `timing`: the lock's heartbeat (tests shorten it).
    */
-  constructor(options: { logger?: Logger; registry?: Registry; timing?: Partial<LockTiming> } = {}) {
+  constructor(
+    options: {
+      logger?: Logger | undefined
+      registry?: Registry | undefined
+      timing?: Partial<LockTiming> | undefined
+    } = {},
+  ) {
     const resets = options.registry ? roundtripStateResetCounter(options.registry) : undefined
     this.#options = { logger: options.logger ?? silentLogger, onReset: () => resets?.inc() }
     this.#timing = { ...DEFAULT_TIMING, ...options.timing }
@@ -534,13 +544,17 @@ export class RoundtripStates {
     return state
   }
 
+  /** A config at start or on reload: its state files are locked and loaded (ProberState.configure). */
+  configure(config: ModulesConfig): void {
+    this.lock(RoundtripStates.filesOf(config))
+  }
+
   /** Every state file a config names. */
-  static filesOf(config: Config): string[] {
-    const files = Object.values(config.modules).flatMap((m) =>
-      m.prober === 'roundtrip' && m.roundtrip.state_file !== undefined
-        ? [resolve(m.roundtrip.state_file)]
-        : [],
-    )
+  static filesOf(config: ModulesConfig): string[] {
+    const files = Object.values(config.modules).flatMap((m) => {
+      const file = m.prober === 'roundtrip' ? m.roundtrip?.state_file : undefined
+      return file === undefined ? [] : [resolve(file)]
+    })
     return [...new Set(files)]
   }
 
