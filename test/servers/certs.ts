@@ -75,28 +75,27 @@ function leaf(dir: string, name: string, san: string) {
   return { cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) }
 }
 
-/** A self-signed CA `name.crt`/`name.key` in `dir`. */
-export function selfSignedCa(dir: string, name: string, subject: string) {
+/** A self-signed certificate `name.crt`/`name.key` in `dir`, with these extensions. */
+function selfSigned(dir: string, name: string, subject: string, extensions: string[]) {
+  const out = ['-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '30', '-subj', `/CN=${subject}`]
   openssl(dir, [
     'req',
     '-x509',
     '-newkey',
     'rsa:2048',
     '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.crt`,
-    '-days',
-    '30',
-    '-subj',
-    `/CN=${subject}`,
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
+    ...out,
+    ...extensions.flatMap((e) => ['-addext', e]),
   ])
   return { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) }
+}
+
+/** A self-signed CA `name.crt`/`name.key` in `dir`. */
+export function selfSignedCa(dir: string, name: string, subject: string) {
+  return selfSigned(dir, name, subject, [
+    'basicConstraints=critical,CA:TRUE',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ])
 }
 
 /** A CA-signed leaf that expired yesterday (`openssl ca` takes explicit dates; OpenSSL 3.0's x509 does not). */
@@ -154,24 +153,11 @@ export function certs(): CertSet {
   const good = leaf(dir, 'good', 'DNS:localhost,IP:127.0.0.1')
   const expired = expiredLeaf(dir)
   const wrongName = leaf(dir, 'wrong', 'DNS:wrong.example')
-  openssl(dir, [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'self.key',
-    '-out',
-    'self.crt',
-    '-days',
-    '30',
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=DNS:localhost,IP:127.0.0.1',
-  ])
-  const selfSigned = { cert: readFileSync(join(dir, 'self.crt')), key: readFileSync(join(dir, 'self.key')) }
+  selfSigned(dir, 'self', 'localhost', ['subjectAltName=DNS:localhost,IP:127.0.0.1'])
+  const selfSignedLeaf = {
+    cert: readFileSync(join(dir, 'self.crt')),
+    key: readFileSync(join(dir, 'self.key')),
+  }
   cached = {
     dir,
     caFile: join(dir, 'ca.crt'),
@@ -179,7 +165,7 @@ export function certs(): CertSet {
     good,
     expired,
     wrongName,
-    selfSigned,
+    selfSigned: selfSignedLeaf,
   }
   return cached
 }
