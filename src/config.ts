@@ -5,10 +5,7 @@ import { defaultPort, ModuleSchema, type Module } from './probers/index.ts'
 import { ConfigError, loadYamlFile, parseYamlFile } from './yaml-file.ts'
 
 export { ConfigError, defaultPort, type Module }
-export type SmtpModule = Extract<Module, { prober: 'smtp' }>
-export type Pop3Module = Extract<Module, { prober: 'pop3' }>
 export type ImapModule = Extract<Module, { prober: 'imap' }>
-export type RoundtripModule = Extract<Module, { prober: 'roundtrip' }>
 
 const ConfigSchema = z.strictObject({
   modules: z.record(

@@ -14,7 +14,7 @@ export interface PhaseTimer<P extends string> {
   add(name: P, seconds: number): void
   /** The probe is now in this phase (a session that follows its own commands says so). */
   enter(name: P): void
-  /** Runs a step timed elsewhere (add()); a failure is named by `name`, or by the phase entered last. */
+  /** Runs a step timed elsewhere (add()); a failure is named by `name`, or by this timer's last phase. */
   named<T>(name: P | undefined, step: () => Promise<T>): Promise<T>
   /** A failure in phase `name`, named as this timer names its phases. */
   error(name: P, cause: unknown): PhaseError
@@ -47,7 +47,10 @@ export class ProbePhases {
     if (fresh) for (const phase of metric.values.phase) gauge.set({ ...labels, phase }, 0)
 
     const full = (phase: P) => (leg === undefined ? phase : `${leg}_${phase}`)
+    /** This timer's own last phase: a failure outside a timed step is named by it. */
+    let last: P | undefined
     const enter = (phase: P) => {
+      last = phase
       this.#current = full(phase)
     }
     const error = (phase: P, cause: unknown) =>
@@ -57,7 +60,8 @@ export class ProbePhases {
         return await step()
       } catch (cause) {
         if (cause instanceof PhaseError) throw cause
-        throw new PhaseError(phase === undefined ? (this.#current ?? 'setup') : full(phase), cause)
+        const name = phase ?? last
+        throw new PhaseError(name === undefined ? (this.#current ?? 'setup') : full(name), cause)
       }
     }
     const timer = async <T>(phase: P, step: () => Promise<T>): Promise<T> => {

@@ -228,8 +228,6 @@ export function authSchema<M extends readonly [string, ...string[]]>(mechanisms:
 }
 
 const SmtpAuthSchema = authSchema(SMTP_MECHANISMS)
-export type SmtpAuth = z.output<typeof SmtpAuthSchema>
-export type Pop3Auth = z.output<ReturnType<typeof authSchema<typeof POP3_MECHANISMS>>>
 export type ImapAuth = z.output<ReturnType<typeof authSchema<typeof IMAP_MECHANISMS>>>
 
 const addressList = z
@@ -259,7 +257,6 @@ export const SendSchema = z.strictObject({
   /** May have line breaks: it is the body. */
   body: z.string().default('This is a test mail sent by mailprobe_exporter. It can be deleted.\n'),
 })
-export type SendConfig = z.output<typeof SendSchema>
 
 function defaultEhloName(): string {
   const name = hostname()
@@ -339,7 +336,7 @@ export const moduleFields = {
   allowed_targets: targetRules.optional(),
   /**
    * The least time between two probes of this module and the same target; 0s is off.
-   * Default (see withMinInterval): 10s for modules that send mail, 1s for other modules that log in, else 0.
+   * Default (probers/index.ts withDefaults): 10s for modules that send mail, 1s for other modules that log in, else 0.
    */
   min_interval: durationOrOff.optional(),
 }

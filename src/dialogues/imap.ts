@@ -78,14 +78,14 @@ export interface ImapConnection {
   readonly client: ImapFlow
   /** during(phase, step), call(step) (deadline + server text), close(); closes itself at the deadline. */
   readonly session: ImapSession
-  /** probe_imap_duration_seconds with the labels given to openImap. */
+  /** probe_imap_duration_seconds, with the leg given to openImap (labels.leg). */
   readonly phase: PhaseTimer<ImapPhase>
   /** The mechanism that logged in (IMAP-LOGIN is the LOGIN command); undefined after a PREAUTH greeting. */
   readonly mechanism: string | undefined
 }
 
 /**
- * Everything up to and including the login, timed in probe_imap_duration_seconds{phase, ...labels},
+ * Everything up to and including the login, timed in probe_imap_duration_seconds{phase, leg} (leg: labels.leg, when given),
  * with the capability, mechanism, TLS and DNS facts recorded under the same extra labels.
  * With auth.try_all_mechanisms a refused login is retried with the next mechanism on a new
  * connection (imapflow clients are single-use); the phases then add up over the connections.

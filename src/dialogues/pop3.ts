@@ -72,7 +72,10 @@ export const POP3_DIALOGUE_METRICS = [
   ...TLS_METRICS,
 ]
 
-/** probe_pop3_duration_seconds{phase} with extra labels; make one and pass it to each openPop3 to sum reconnects. */
+/**
+ * probe_pop3_duration_seconds{phase}, with `leg` when `labels` has one (a round trip's leg; its phases
+ * are then named receive_<phase>); make one and pass it to each openPop3 to sum reconnects.
+ */
 export function pop3PhaseTimer(ctx: ProbeContext, labels: Labels = {}): PhaseTimer<Pop3Phase> {
   return ctx.phases.timer(PROBE_POP3_DURATION_SECONDS, labels['leg'])
 }

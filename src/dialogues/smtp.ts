@@ -239,8 +239,10 @@ async function authenticate(
     )
     facts.used(used)
   } catch (err) {
-    // In the clear, a refusal of either side may go away over TLS (retry_with_starttls).
-    const refused = err instanceof ProtocolError || err instanceof CredentialPolicyError
+    // In the clear, a refusal of either side may go away over TLS (retry_with_starttls); over TLS
+    // already, a new STARTTLS connection would meet the same server.
+    const refused =
+      err instanceof ProtocolError || (err instanceof CredentialPolicyError && err.reason !== 'unverified')
     if (transport.secure || !refused) throw err
     throw new AuthUnavailable((err as Error).message, { cause: err })
   }

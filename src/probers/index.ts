@@ -68,7 +68,10 @@ export class ProberStates {
     return this.#states.get(prober)
   }
 
-  /** A config at start or on reload; throws (the first state's refusal) to refuse it. */
+  /**
+   * A config at start or on reload; throws (the first state's refusal) to refuse it. States told before
+   * the refusal keep what they took (the round trip's locks, released at close): there is one today.
+   */
   configure(config: Parameters<NonNullable<ProberState['configure']>>[0]): void {
     for (const state of this.#states.values()) state.configure?.(config)
   }

@@ -54,6 +54,14 @@ const INVALID: Record<string, string[]> = {
   'invalid-deferred-without-state.yml': [
     '6:7: modules.route.roundtrip.state_file: mode: deferred needs state_file',
   ],
+  'invalid-roundtrip-every-problem.yml': [
+    `8:23: modules.route.roundtrip.smtp.send.from: ${NO_LINE_BREAK}`,
+    '10:9: modules.route.roundtrip.receive.imap: receive.protocol is imap: receive.imap (with auth) is required',
+    '5:13: modules.route.target: "mail.example.org:99999" is not a valid target: port must be 1-65535',
+  ],
+  'invalid-roundtrip-unused-leg.yml': [
+    '13:22: modules.route.roundtrip.receive.pop3.tls: tls: none would send the password in the clear: set auth.allow_plaintext: true to allow that',
+  ],
   'invalid-cert-without-key.yml': [
     '6:9: modules.mx.smtp.tls_config.key_file: cert_file and key_file go together',
   ],

@@ -243,6 +243,23 @@ test('smtp: retry_with_starttls reconnects over TLS when AUTH is not offered in 
   assert.equal(first.value('probe_smtp_auth_retried_with_starttls'), 0)
 })
 
+test('smtp: retry_with_starttls does not reconnect when the refusal came over TLS already', async (t) => {
+  // STARTTLS worked (opportunistic), but nothing in common after it: a new STARTTLS connection would
+  // meet the same server, so the probe fails at once in auth instead.
+  const server = await scriptedServer(t, smtpScript({ mechanisms: 'PLAIN' }))
+  const r = await probe(
+    submission(
+      'retry_with_starttls: true',
+      'auth: { username: u, password: p, mechanisms: [LOGIN] }',
+    ).replace('tls: starttls', 'tls: starttls_opportunistic'),
+    `127.0.0.1:${server.port}`,
+  )
+  assert.equal(r.failedPhase, 'auth', r.debug)
+  assert.match(r.debug, /no usable mechanism in common/)
+  assert.equal(server.connections, 1)
+  assert.equal(r.value('probe_smtp_auth_retried_with_starttls'), 0)
+})
+
 test('smtp: try_all_mechanisms goes on to the next mechanism after a 535', async (t) => {
   const server = await scriptedServer(t, smtpScript({ auth: 'mech:CRAM-MD5:535 5.7.8 no' }))
   const r = await probe(

@@ -53,11 +53,16 @@ export const roundtripProber = defineProber({
   name: 'roundtrip',
   settings: RoundtripSettingsSchema,
   defaultPort: (roundtrip) => wellKnownPort.smtp(roundtrip.smtp.tls),
+  // Both receive sections are checked when present, the unused one too (the module's checks may see
+  // a section whose own problems were reported already: nothing here assumes it is complete).
   credentialLegs: (roundtrip) => [
     ...credentialLeg(['roundtrip', 'smtp'], roundtrip.smtp),
-    ...(roundtrip.receive.protocol === 'imap'
+    ...(roundtrip.receive.imap
       ? credentialLeg(['roundtrip', 'receive', 'imap'], roundtrip.receive.imap)
-      : credentialLeg(['roundtrip', 'receive', 'pop3'], roundtrip.receive.pop3)),
+      : []),
+    ...(roundtrip.receive.pop3
+      ? credentialLeg(['roundtrip', 'receive', 'pop3'], roundtrip.receive.pop3)
+      : []),
   ],
   sendsMail: () => true,
   createState: (deps) => new RoundtripStates(deps),
@@ -106,14 +111,17 @@ const probeRoundtrip: Prober<ModuleOf<'roundtrip', RoundtripSettings>, Roundtrip
 
 function openMailbox(settings: RoundtripSettings, ctx: ProbeContext): Promise<Mailbox> {
   const { receive } = settings
-  return receive.protocol === 'imap'
-    ? openImapMailbox(receive.endpoint, receive.imap, settings, ctx, ctx.moduleName)
-    : openPop3Mailbox(receive.endpoint, receive.pop3, settings, ctx, ctx.moduleName)
+  if (receive.protocol === 'imap' && receive.imap)
+    return openImapMailbox(receive.endpoint, receive.imap, settings, ctx, ctx.moduleName)
+  if (receive.protocol === 'pop3' && receive.pop3)
+    return openPop3Mailbox(receive.endpoint, receive.pop3, settings, ctx, ctx.moduleName)
+  throw new Error(`receive.${receive.protocol} is not configured`) // the config schema prevents this
 }
 
 /** A new probe mail: our marker, module and send time in headers, the id also in the subject. */
 function newMail(settings: RoundtripSettings, module: string): Mail {
   const send = settings.smtp.send
+  if (!send) throw new Error('roundtrip.smtp.send is required') // the config schema prevents this
   const message = buildMessage({
     from: send.from,
     to: send.to,

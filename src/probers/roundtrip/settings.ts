@@ -7,8 +7,6 @@ import {
   Pop3SettingsSchema,
   SmtpSettingsSchema,
   wellKnownPort,
-  type ImapSettings,
-  type Pop3Settings,
 } from '../../settings.ts'
 import { parseTarget, type Target } from '../../targets.ts'
 
@@ -50,16 +48,14 @@ export const RoundtripSettingsSchema = z
     /** Deferred mode: where in-flight mails are remembered across restarts. */
     state_file: z.string().min(1).optional(),
   })
-  .transform((r, ctx) => {
-    const issue = (path: string[], message: string) =>
-      ctx.issues.push({ code: 'custom', input: r, path, message })
-    const send = r.smtp.send
-    if (send === undefined) issue(['smtp', 'send'], 'a round trip needs smtp.send (from, to)')
+  // Checks first (their problems do not stop the module's own checks, so every problem is reported).
+  .superRefine((r, ctx) => {
+    const issue = (path: string[], message: string) => ctx.addIssue({ code: 'custom', path, message })
+    if (r.smtp.send === undefined) issue(['smtp', 'send'], 'a round trip needs smtp.send (from, to)')
     const leg = r.receive.protocol
-    const section = r.receive[leg]
-    const endpoint = parseTarget(r.receive.target, wellKnownPort[leg](section?.tls ?? ''))
+    const endpoint = receiveEndpoint(r.receive)
     if (typeof endpoint === 'string') issue(['receive', 'target'], endpoint)
-    if (section === undefined)
+    if (r.receive[leg] === undefined)
       issue(['receive', leg], `receive.protocol is ${leg}: receive.${leg} (with auth) is required`)
     if (r.mode === 'deferred' && r.state_file === undefined)
       issue(['state_file'], 'mode: deferred needs state_file')
@@ -69,17 +65,22 @@ export const RoundtripSettingsSchema = z
         ['sweep_after'],
         `sweep_after (${r.sweep_after}s) must not be shorter than lost_after (${r.lost_after}s): a mail still awaited would be deleted before it could be found or counted as lost`,
       )
-    if (send === undefined || typeof endpoint === 'string' || ctx.issues.length > 0) return z.NEVER
-    const { imap, pop3, target } = r.receive
-    let receive: ReceiveLeg
-    if (leg === 'imap' && imap) receive = { protocol: 'imap', target, endpoint, imap }
-    else if (leg === 'pop3' && pop3) receive = { protocol: 'pop3', target, endpoint, pop3 }
-    else return z.NEVER
-    return { ...r, smtp: { ...r.smtp, send }, receive }
+  })
+  // Then, for a valid section only, the receive target parsed once, at load.
+  .transform((r) => {
+    const endpoint = receiveEndpoint(r.receive)
+    return typeof endpoint === 'string' ? z.NEVER : { ...r, receive: { ...r.receive, endpoint } }
   })
 
-/** The receiving leg, its target parsed at load. */
-export type ReceiveLeg = { target: string; endpoint: Target } & (
-  { protocol: 'imap'; imap: ImapSettings } | { protocol: 'pop3'; pop3: Pop3Settings }
-)
+/** The receiving leg's target, with the default port of its protocol and TLS mode; a string says what is wrong. */
+function receiveEndpoint(receive: {
+  protocol: 'imap' | 'pop3'
+  target: string
+  imap?: { tls: string } | undefined
+  pop3?: { tls: string } | undefined
+}): Target | string {
+  const leg = receive.protocol
+  return parseTarget(receive.target, wellKnownPort[leg](receive[leg]?.tls ?? ''))
+}
+
 export type RoundtripSettings = z.output<typeof RoundtripSettingsSchema>

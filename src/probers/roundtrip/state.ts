@@ -506,12 +506,12 @@ export class RoundtripStateFile {
 
 // ---------------------------------------------------------------- all of them
 
-/** The state of all round-trip modules: one object per state file, one in memory for modules without one. */
 /** As much of a config as the state files are found in (config.ts's Config is one). */
 interface ModulesConfig {
   modules: Record<string, { prober: string; roundtrip?: { state_file?: string | undefined } }>
 }
 
+/** The state of all round-trip modules: one object per state file, one in memory for modules without one. */
 export class RoundtripStates {
   readonly #files = new Map<string | undefined, RoundtripStateFile>()
   readonly #options: StateOptions
