@@ -198,7 +198,9 @@ export class ImapSession {
       transport,
       // Always ours: imapflow's default logger prints JSON (user names included) to stdout.
       logger: this.#imapflowLogger(),
-      clientInfo: { name: 'mailprobe_exporter', version: VERSION },
+      // imapflow adds its own vendor and support-url to ours; empty values are left out of ID, so the
+      // server sees only who is asking.
+      clientInfo: { name: 'mailprobe_exporter', version: VERSION, vendor: '', 'support-url': '' },
       // A probe needs none of these, and each costs round trips: no IDLE, no COMPRESS, and no ENABLE
       // (IMAP4rev2 would also drop RECENT from EXAMINE and STATUS).
       disableAutoIdle: true,

@@ -100,6 +100,16 @@ test('imap: STARTTLS + AUTHENTICATE PLAIN + EXAMINE succeeds, times every phase 
   assert.deepEqual(server.errors, [])
 })
 
+test("imap: ID names only mailprobe_exporter and its version, none of imapflow's vendor fields", async (t) => {
+  const server = await scriptedServer(t, imapScript())
+  const r = await probe(imapModule(), target(server.port))
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  const ids = server.received.filter((l) => /^\S+ ID /.test(l))
+  // imapflow sends ID before the login and again after it
+  assert.ok(ids.length > 0, server.received.join('\n'))
+  for (const id of ids) assert.match(id, /^\S+ ID \("name" "mailprobe_exporter" "version" "\d+\.\d+\.\d+"\)$/)
+})
+
 test('imap: implicit TLS with mailbox_check status reads the counts from STATUS', async (t) => {
   const server = await scriptedServer(t, imapScript({ greeting: `* OK [CAPABILITY ${TLS_CAPS}] ready` }), {
     implicitTls: certs().good,
