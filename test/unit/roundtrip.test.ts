@@ -12,6 +12,7 @@ import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
 import { smtpScript } from '../servers/smtp.ts'
 import { probe } from '../helpers/probe.ts'
 import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
+import { lookDelays } from '../../src/probers/roundtrip/mailbox.ts'
 
 // A late imapflow error without a listener, or a rejection nobody awaits, must never happen.
 const stray: unknown[] = []
@@ -355,6 +356,32 @@ test('roundtrip: POP3 finds the mail on a later login, DELEs only it, and reads 
   assert.ok(r.value('probe_roundtrip_arrival_seconds') !== undefined, 'the Received: date was read')
   assert.deepEqual(drop, [mail({ Subject: 'user mail' })])
   assert.deepEqual(pop3.errors, [])
+})
+
+test('roundtrip: POP3 looks again early (10 ms, doubling), not a whole poll_interval later', async (t) => {
+  const drop: string[] = []
+  const pop3 = await scriptedServer(t, pop3Maildrop(drop))
+  const smtp = await scriptedServer(t, smtpScript({ starttls: false, onMessage: (raw) => drop.push(raw) }))
+  const module = roundtripModule(pop3.port, { protocol: 'pop3', timeout: '5s' }).replace(
+    'poll_interval: 50ms',
+    'poll_interval: 2s',
+  )
+  const r = await probe(module, `127.0.0.1:${smtp.port}`)
+  assert.equal(r.value('probe_success'), 1, r.debug)
+  // Delivered at once: found on an early look (before, the first new login came 2 s later).
+  const delivery = r.value('probe_roundtrip_delivery_seconds') ?? -1
+  assert.ok(delivery >= 0 && delivery < 1, `delivery ${delivery}s with poll_interval 2s`)
+  assert.ok(pop3.connections <= 4, `${pop3.connections} logins for a mail delivered at once`)
+})
+
+test('roundtrip: the waits between looks start at 10 ms and double up to poll_interval', () => {
+  const next = lookDelays(1)
+  assert.deepEqual(
+    Array.from({ length: 9 }, () => next()),
+    [10, 20, 40, 80, 160, 320, 640, 1000, 1000],
+  )
+  const tight = lookDelays(0.015)
+  assert.deepEqual([tight(), tight(), tight()], [10, 15, 15])
 })
 
 test('roundtrip: without UIDPLUS the sweep counts a stale mail once, and never sends its UID again', async (t) => {

@@ -14,6 +14,7 @@ import {
   MODULE_HEADER,
   SENT_HEADER,
   isStale,
+  lookDelays,
   markerOf,
   uidSets,
   type FoundMail,
@@ -21,12 +22,6 @@ import {
 } from './mailbox.ts'
 
 const HEADER_FIELDS = [MARKER_HEADER, MODULE_HEADER, SENT_HEADER].map((h) => h.toLowerCase())
-/**
- * First wait between looks; it doubles up to poll_interval. IDLE alone is not enough: Dovecot, for one,
- * announces a new message about 0.5 s after storing it (it batches changes), so a mail delivered in
- * 10 ms would be seen 0.5 s late. Looking again early finds fast deliveries fast, and backs off for slow ones.
- */
-const FIRST_WAIT_MS = 10
 
 interface Hit extends FoundMail {
   uid: number
@@ -161,7 +156,7 @@ export async function openImapMailbox(
 
     async find(ids, { until, wait }) {
       let pending = [...ids]
-      let waitMs = FIRST_WAIT_MS
+      const nextWait = lookDelays(roundtrip.poll_interval)
       let junkCheckedAt = 0
       for (let round = 0; ; round++) {
         const since = Date.now()
@@ -176,8 +171,7 @@ export async function openImapMailbox(
         for (const hit of hits) found.set(hit.id, hit)
         pending = pending.filter((id) => !found.has(id))
         if (pending.length === 0 || !wait || Date.now() >= until) break
-        await waitForChange(waitMs, until, since)
-        waitMs = Math.min(waitMs * 2, roundtrip.poll_interval * 1000)
+        await waitForChange(nextWait(), until, since)
       }
       return ids.flatMap((id) => {
         const hit = found.get(id)

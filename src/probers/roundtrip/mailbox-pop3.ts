@@ -7,7 +7,7 @@ import { openPop3, pop3PhaseTimer, recordStat } from '../../dialogues/pop3.ts'
 import type { Target } from '../../targets.ts'
 import { sleep } from '../../protocol/abort.ts'
 import { header, parseHeaders, receivedAt } from '../../protocol/headers.ts'
-import { MARKER_HEADER, isStale, markerOf, type FoundMail, type Mailbox } from './mailbox.ts'
+import { MARKER_HEADER, isStale, lookDelays, markerOf, type FoundMail, type Mailbox } from './mailbox.ts'
 import type { Pop3Client } from '../../protocol/pop3-client.ts'
 
 interface Scanned {
@@ -62,6 +62,7 @@ export async function openPop3Mailbox(
     },
 
     async find(ids, { until, wait }) {
+      const nextWait = lookDelays(roundtrip.poll_interval)
       for (;;) {
         if (!fresh) await scan()
         fresh = false
@@ -70,7 +71,7 @@ export async function openPop3Mailbox(
           return hits.map((id): FoundMail => ({ id, folder: 'inbox', detectedAt: Date.now() }))
         await client?.quit()
         client = undefined
-        await sleep(Math.max(0, Math.min(roundtrip.poll_interval * 1000, until - Date.now())), ctx.signal)
+        await sleep(Math.max(0, Math.min(nextWait(), until - Date.now())), ctx.signal)
       }
     },
 

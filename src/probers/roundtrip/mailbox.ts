@@ -8,6 +8,26 @@ export const MODULE_HEADER = 'X-Mailprobe-Module'
 export const SENT_HEADER = 'X-Mailprobe-Sent'
 export { MARKER_HEADER }
 
+const FIRST_LOOK_MS = 10
+
+/**
+ * The waits between looks for a mail: the first after 10 ms, each twice the one before, up to
+ * poll_interval. Waiting for the server to tell is not enough: Dovecot announces a new message about
+ * 0.5 s after storing it (it batches changes), and a POP3 maildrop is a snapshot taken at login, so a
+ * mail delivered in 10 ms would be seen 0.5 s or a whole poll_interval late. Looking again early finds
+ * fast deliveries fast and backs off for slow ones; for POP3, where each look is a new login, that is
+ * at most 7 logins in the first 1.3 s, then one per poll_interval.
+ */
+export function lookDelays(pollIntervalSeconds: number): () => number {
+  const max = pollIntervalSeconds * 1000
+  let next = Math.min(FIRST_LOOK_MS, max)
+  return () => {
+    const wait = next
+    next = Math.min(next * 2, max)
+    return wait
+  }
+}
+
 export interface FoundMail {
   id: string
   folder: 'inbox' | 'junk'
