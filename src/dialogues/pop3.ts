@@ -5,7 +5,7 @@ import type { Logger } from '../logger.ts'
 import { setGauge, setInfo, type Labels, legGauge, phaseMetric } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
-import { checkVerified, connectTcp } from '../protocol/connection.ts'
+import { checkVerified, connectTcp, logTicketWait, ticketWait } from '../protocol/connection.ts'
 import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
 import { saslMechanisms } from '../protocol/pop3-reply.ts'
 import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
@@ -98,12 +98,16 @@ export async function openPop3(
   const socket = await phase('connect', () => connectTcp(address.address, target.port, signal))
   logger.debug('connected', { address: address.address, port: target.port })
   const client = new Pop3Client(socket, { signal, logger })
-  const secure = (waitForTicket: boolean) =>
-    phase('tls', async () => {
-      const tls = await client.startTls(target.host, settings.tls_config, waitForTicket)
-      recordTlsMetrics(tls, ctx.registry, labels)
+  /** The handshake, timed as phase tls; after STLS (the client speaks next), the ticket wait apart. */
+  const secure = async (afterStls: boolean) => {
+    const start = performance.now()
+    const tls = await phase('tls', () => client.startTls(target.host, settings.tls_config))
+    recordTlsMetrics(tls, ctx.registry, labels)
+    await phase.named('tls', async () => {
+      if (afterStls) logTicketWait(logger, await ticketWait(tls, performance.now() - start))
       checkVerified(tls, settings.tls_config)
     })
+  }
   try {
     if (settings.tls === 'implicit') await secure(false)
     const greeting = await phase('banner', () => client.greeting())

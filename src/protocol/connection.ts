@@ -2,6 +2,7 @@
 import net from 'node:net'
 import tls from 'node:tls'
 import { DeadlineError } from '../errors.ts'
+import type { Logger } from '../logger.ts'
 
 const TLS_VERSION = { TLS10: 'TLSv1', TLS11: 'TLSv1.1', TLS12: 'TLSv1.2', TLS13: 'TLSv1.3' } as const
 export type TlsVersion = keyof typeof TLS_VERSION
@@ -79,16 +80,12 @@ export function checkVerified(socket: tls.TLSSocket, config: TlsConfig): void {
   throw new TlsVerifyError(String(socket.authorizationError))
 }
 
-/**
- * TLS over an existing TCP socket (implicit TLS right after connect, or after STARTTLS/STLS).
- * With `waitForTicket` (the client speaks next), resolves after the session ticket (afterTicket).
- */
+/** TLS over an existing TCP socket (implicit TLS right after connect, or after STARTTLS/STLS). */
 export function startTls(
   socket: net.Socket,
   host: string,
   config: TlsConfig,
   signal: AbortSignal,
-  waitForTicket: boolean,
 ): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const secure = tls.connect({ ...tlsOptions(host, config), socket })
@@ -100,8 +97,7 @@ export function startTls(
     secure.once('error', fail)
     secure.once('secureConnect', () => {
       secure.off('error', fail)
-      if (waitForTicket) afterTicket(secure, () => resolve(secure))
-      else resolve(secure)
+      resolve(secure)
     })
   })
 }
@@ -140,7 +136,7 @@ export async function startVerifiedTls(
 ): Promise<tls.TLSSocket> {
   let secure: tls.TLSSocket | undefined
   try {
-    secure = await startTls(socket, host, config, signal, false)
+    secure = await startTls(socket, host, config, signal)
     onTls(secure)
     checkVerified(secure, config)
     return secure
@@ -151,26 +147,61 @@ export async function startVerifiedTls(
   }
 }
 
+/** How the wait for the TLS 1.3 session ticket went (afterTicket): the client's own time, in no phase. */
+export interface TicketWait {
+  /** Milliseconds from the end of the handshake until the client spoke again. */
+  ms: number
+  /** Whether a ticket came (false: the wait ran out, or TLS 1.2 has none to wait for). */
+  ticket: boolean
+}
+
+/** The longest wait for a ticket: servers that send none (Exim) cost at most this. */
+const MAX_TICKET_WAIT_MS = 10
+
 /**
- * Calls `go` once the server's TLS 1.3 session ticket has arrived (or after 10 ms, for servers that
- * send none), so that our next command piggybacks the ACK: a client that speaks at once makes
- * Postfix hold its reply ~40 ms for our delayed ACK (Nagle), which a probe would report as server
- * latency. TLS 1.2 sends no post-handshake ticket: `go` runs at once.
+ * Calls `go` once the server's TLS 1.3 session ticket has arrived, so that our next command
+ * piggybacks the ACK: a client that speaks at once makes Postfix hold its reply ~40 ms for our
+ * delayed ACK (Nagle), which a probe would report as server latency. A server sends its ticket as soon
+ * as it has our Finished, one round trip after the handshake ended here, and the handshake itself
+ * took at least one: so the wait ends after as long as the handshake took (`handshakeMs`), at most
+ * 10 ms, when no ticket is coming. TLS 1.2 has no post-handshake ticket: `go` runs at once.
+ * The wait is the client's own; callers time the handshake alone as phase tls.
  */
-export function afterTicket(socket: tls.TLSSocket, go: () => void): void {
+export function afterTicket(
+  socket: tls.TLSSocket,
+  handshakeMs: number,
+  go: (wait: TicketWait) => void,
+): void {
+  const start = performance.now()
   if (socket.getProtocol() !== 'TLSv1.3') {
-    go()
+    go({ ms: 0, ticket: false })
     return
   }
   let done = false
-  const proceed = () => {
+  const proceed = (ticket: boolean) => {
     if (done) return
     done = true
     clearTimeout(timer)
-    setImmediate(go) // a write from inside the 'session' handler never reaches the server on Node 20
+    socket.off('session', onTicket)
+    // a write from inside the 'session' handler never reaches the server on Node 20
+    setImmediate(() => go({ ms: performance.now() - start, ticket }))
   }
-  const timer = setTimeout(proceed, 10)
-  socket.once('session', proceed)
+  const onTicket = () => proceed(true)
+  const limit = Math.min(MAX_TICKET_WAIT_MS, Math.max(1, handshakeMs))
+  const timer = setTimeout(() => proceed(false), limit)
+  socket.once('session', onTicket)
+}
+
+/** The wait for the ticket, in the debug transcript (it is in no phase). */
+export function logTicketWait(logger: Logger, wait: TicketWait): void {
+  logger.debug(wait.ticket ? 'TLS session ticket arrived' : 'no TLS session ticket; going on', {
+    waited_ms: wait.ms.toFixed(2),
+  })
+}
+
+/** afterTicket as a promise. */
+export function ticketWait(socket: tls.TLSSocket, handshakeMs: number): Promise<TicketWait> {
+  return new Promise((resolve) => afterTicket(socket, handshakeMs, resolve))
 }
 
 /** A server sent more than a probe will take (a line too long, too much unasked-for data). */

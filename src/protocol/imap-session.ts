@@ -11,6 +11,7 @@ import type { ImapMechanism } from './sasl.ts'
 import { abortable } from './abort.ts'
 import {
   afterTicket,
+  logTicketWait,
   bindSignal,
   checkVerified,
   describeTlsError,
@@ -450,8 +451,10 @@ export class ImapSession {
     bindSignal(secure, this.#signal)
     secure.once('error', time) // imapflow's own listener reports the error
     secure.once('secureConnect', () => {
-      afterTicket(secure, () => {
-        time()
+      // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
+      time()
+      afterTicket(secure, performance.now() - start, (wait) => {
+        logTicketWait(this.#logger, wait)
         this.#tlsSocket = secure
         this.#viaStarttls = true
         this.#hooks.onTls(secure)

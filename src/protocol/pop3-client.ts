@@ -153,15 +153,16 @@ export class Pop3Client {
   }
 
   /**
-   * TLS over this connection: right after connect (implicit TLS, waitForTicket false) or after STLS
-   * (waitForTicket true: sending at once after a TLS 1.3 handshake can stall the reply on a delayed ACK).
-   * Verification is the caller's (checkVerified), so that a bad certificate still yields its facts.
+   * TLS over this connection: right after connect (implicit TLS) or after STLS. Resolves when the
+   * handshake is done; after STLS, call ticketWait() before the next command (sending at once after
+   * a TLS 1.3 handshake can stall the reply on a delayed ACK). Verification is the caller's
+   * (checkVerified), so that a bad certificate still yields its facts.
    */
-  startTls(host: string, config: TlsConfig, waitForTicket: boolean): Promise<TLSSocket> {
+  startTls(host: string, config: TlsConfig): Promise<TLSSocket> {
     return this.#run(async () => {
       // detach() refuses if the server sent anything after its +OK: that would be plaintext injection.
       const plain = this.#channel.detach()
-      const secure = await startTls(plain, host, config, this.#signal, waitForTicket)
+      const secure = await startTls(plain, host, config, this.#signal)
       this.#channel.attach(secure)
       this.#capabilities = undefined // RFC 2595 4: forget what was learnt in the clear
       this.#logger.debug('TLS established', {

@@ -6,7 +6,14 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import { DeadlineError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import { afterTicket, checkVerified, tlsOptions, type TlsConfig } from './connection.ts'
+import {
+  afterTicket,
+  checkVerified,
+  logTicketWait,
+  tlsOptions,
+  type TicketWait,
+  type TlsConfig,
+} from './connection.ts'
 import { parseReply, type SmtpReply } from './smtp-reply.ts'
 
 export type SmtpPhase =
@@ -164,8 +171,11 @@ export class SmtpSession {
           cb(err, secured)
           return
         }
-        const proceed = () => {
-          this.#hooks.addPhase('tls', (performance.now() - start) / 1000)
+        // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
+        const handshakeMs = performance.now() - start
+        this.#hooks.addPhase('tls', handshakeMs / 1000)
+        const proceed = (wait: TicketWait) => {
+          logTicketWait(this.#logger, wait)
           this.#tlsDone = true
           try {
             this.#hooks.onTls(socket)
@@ -177,7 +187,7 @@ export class SmtpSession {
           }
           cb(null, secured)
         }
-        afterTicket(socket, proceed)
+        afterTicket(socket, handshakeMs, proceed)
       })
     }
   }

@@ -423,7 +423,7 @@ test('pop3 client: STLS upgrades the same connection, and the client forgets the
   await client.capa()
   assert.equal(client.secure, false)
   await client.stls()
-  const secure = await client.startTls('127.0.0.1', tlsConfig(`{ ca_file: ${certs().caFile} }`), true)
+  const secure = await client.startTls('127.0.0.1', tlsConfig(`{ ca_file: ${certs().caFile} }`))
   assert.equal(secure.authorized, true)
   assert.equal(client.secure, true)
   assert.equal(client.capabilities, undefined)
@@ -441,7 +441,7 @@ test('pop3 client: data sent in the clear after the STLS reply is refused as inj
   await client.greeting()
   await client.stls()
   await new Promise((r) => setTimeout(r, 30))
-  await assert.rejects(client.startTls('127.0.0.1', tlsConfig('{}'), true), /injection/)
+  await assert.rejects(client.startTls('127.0.0.1', tlsConfig('{}')), /injection/)
 })
 
 // ---------------------------------------------------------------- parsers
