@@ -1,5 +1,11 @@
 // One probe: target check, deadline, fresh registry, probe_success/duration/failed phase, debug text, history.
-import { Registry, type OpenMetricsContentType, type PrometheusContentType } from 'prom-client'
+import {
+  Registry,
+  type MetricObjectWithValues,
+  type MetricValue,
+  type OpenMetricsContentType,
+  type PrometheusContentType,
+} from 'prom-client'
 import { stringify } from 'yaml'
 import { defaultPort, redactModule, type Module } from './config.ts'
 import { DeadlineError, PhaseError, findCause } from './errors.ts'
@@ -41,7 +47,22 @@ export interface ProbeRequest {
   clientSignal?: AbortSignal
 }
 
-export type ProbeResponse = { status: 200; contentType: string; body: string } | Rejection
+/** What one probe found, for the one-shot command (the HTTP answer is `body`). */
+export interface ProbeOutcome {
+  success: boolean
+  failedPhase: string | undefined
+  /** Why it failed, as the process log says it. */
+  error: string | undefined
+  seconds: number
+  target: string
+  /** The probe's (bounded) debug transcript. */
+  transcript: readonly string[]
+  /** The metrics the answer holds, as prom-client's JSON (made on demand). */
+  metrics(): Promise<MetricObjectWithValues<MetricValue<string>>[]>
+}
+
+export type ProbeResponse =
+  { status: 200; contentType: string; body: string; outcome: ProbeOutcome } | Rejection
 
 const TEXT = 'text/plain; charset=utf-8'
 
@@ -198,15 +219,13 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   successGauge.set(success ? 1 : 0)
   durationGauge.set(seconds)
   let failedPhase: string | undefined
+  let error: string | undefined
   if (!success) {
     failedPhase = findCause(failure, PhaseError)?.phase ?? phases.current ?? 'setup'
     setGauge(registry as Registry, PROBE_FAILED_PHASE, 1, {}, { phase: failedPhase })
     const reason = failure instanceof PhaseError ? (failure.cause ?? failure) : failure
-    logger.warn('probe failed', {
-      phase: failedPhase,
-      duration_seconds: seconds.toFixed(3),
-      err: reason instanceof Error ? reason.message : String(reason),
-    })
+    error = reason instanceof Error ? reason.message : String(reason)
+    logger.warn('probe failed', { phase: failedPhase, duration_seconds: seconds.toFixed(3), err: error })
     // The reason is said for a person; what lies under it (OpenSSL's text, say) is for ?debug=true.
     const causes = causeMessages(reason)
     if (causes.length > 0) logger.debug('failure detail', { causes: causes.join(' <- ') })
@@ -235,6 +254,15 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     failedPhase,
     debugText,
   })
-  if (req.debug) return { status: 200, contentType: TEXT, body: debugText }
-  return { status: 200, contentType: registry.contentType, body: metricsText }
+  const outcome: ProbeOutcome = {
+    success,
+    failedPhase,
+    error,
+    seconds,
+    target: `${target.host}:${target.port}`,
+    transcript: transcript.lines(),
+    metrics: () => registry.getMetricsAsJSON(),
+  }
+  if (req.debug) return { status: 200, contentType: TEXT, body: debugText, outcome }
+  return { status: 200, contentType: registry.contentType, body: metricsText, outcome }
 }

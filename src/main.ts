@@ -8,6 +8,7 @@ import { IntervalGate, ProbeSlots } from './limits.ts'
 import { createLogger, LEVELS, type Level } from './logger.ts'
 import { ProberStates } from './probers/index.ts'
 import { createApp } from './server.ts'
+import { PROBE_USAGE, runOneShot } from './oneshot.ts'
 import { VERSION } from './version.ts'
 import { createWebServer, loadWebConfig, type WebConfig } from './web-config.ts'
 
@@ -15,6 +16,7 @@ export const DEFAULT_LISTEN = ':9786'
 export const DEFAULT_MAX_CONCURRENT = 100
 
 const USAGE = `usage: mailprobe_exporter [flags]
+       mailprobe_exporter probe --module=NAME [--target=TARGET] [--json]   (one probe, printed; probe --help)
   --config.file=PATH          config file (default config/mailprobe.yml)
   --config.check              validate the config, print problems, exit 0 (valid) or 1
   --web.listen-address=ADDR   [host]:port to listen on (default ${DEFAULT_LISTEN})
@@ -40,6 +42,21 @@ function parseListen(address: string): { host: string | undefined; port: number 
 }
 
 function main(): void {
+  if (process.argv[2] === 'probe') {
+    const args = process.argv.slice(3)
+    if (args.includes('--help') || args.includes('-h')) {
+      process.stdout.write(PROBE_USAGE)
+      return
+    }
+    void runOneShot(args, { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
+      (code) => (process.exitCode = code),
+      (err: unknown) => {
+        process.stderr.write(`mailprobe_exporter probe: ${String(err)}\n`)
+        process.exitCode = 2
+      },
+    )
+    return
+  }
   let values
   try {
     values = parseArgs({
