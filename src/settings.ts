@@ -1,5 +1,6 @@
 // Settings: the zod vocabulary of the config (durations, secrets, TLS, auth, the SMTP, POP3 and IMAP
 // sections every prober may use, the keys every module has). Probers build their modules from it.
+import { isIP } from 'node:net'
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { parseDuration } from './duration.ts'
@@ -175,6 +176,11 @@ const IpProtocol = z.enum(['ip4', 'ip6'])
 /** Fields every protocol section shares: address family, TLS. */
 export const connectionFields = {
   preferred_ip_protocol: IpProtocol.default('ip4'),
+  /** The local address the probe's connections come from (a machine with several addresses). */
+  source_ip_address: z
+    .string()
+    .refine((a) => isIP(a) !== 0, 'source_ip_address must be an IPv4 or IPv6 address')
+    .optional(),
   ip_protocol_fallback: z.boolean().default(true),
   tls_config: TlsConfigSchema.prefault({}),
 }

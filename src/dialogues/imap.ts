@@ -139,7 +139,9 @@ async function openSession(
   labels: Labels,
   refused: readonly ImapMechanism[],
 ): Promise<ImapSession> {
-  let socket = await phase('connect', () => connectTcp(address.address, target.port, ctx.signal))
+  let socket = await phase('connect', () =>
+    connectTcp(address.address, target.port, ctx.signal, settings.source_ip_address),
+  )
   ctx.logger.debug('connected', { address: address.address, port: target.port })
   if (settings.tls === 'implicit') {
     const plain = socket

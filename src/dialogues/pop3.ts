@@ -95,7 +95,9 @@ export async function openPop3(
   const { signal, logger } = ctx
   const facts = new Pop3Facts(ctx, labels)
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
-  const socket = await phase('connect', () => connectTcp(address.address, target.port, signal))
+  const socket = await phase('connect', () =>
+    connectTcp(address.address, target.port, signal, settings.source_ip_address),
+  )
   logger.debug('connected', { address: address.address, port: target.port })
   const client = new Pop3Client(socket, { signal, logger })
   /** The handshake, timed as phase tls; after STLS (the client speaks next), the ticket wait apart. */

@@ -147,7 +147,9 @@ async function attempt(
 ): Promise<SmtpResult> {
   const { signal, logger } = ctx
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, facts.labels))
-  let socket = await phase('connect', () => connectTcp(address.address, target.port, signal))
+  let socket = await phase('connect', () =>
+    connectTcp(address.address, target.port, signal, settings.source_ip_address),
+  )
   logger.debug('connected', { address: address.address, port: target.port })
   if (mode === 'implicit') {
     const plain = socket

@@ -41,9 +41,26 @@ export function bindSignal(socket: net.Socket, signal: AbortSignal): void {
   }
 }
 
-export function connectTcp(address: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+/** A TCP connection to `address`, from `source` when given (it must be of the same family). */
+export function connectTcp(
+  address: string,
+  port: number,
+  signal: AbortSignal,
+  source?: string,
+): Promise<net.Socket> {
+  if (source !== undefined && net.isIP(source) !== net.isIP(address))
+    return Promise.reject(
+      new Error(
+        `source_ip_address ${source} is IPv${net.isIP(source)}, but the target is IPv${net.isIP(address)} ${address}`,
+      ),
+    )
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: address, port, noDelay: true })
+    const socket = net.connect({
+      host: address,
+      port,
+      noDelay: true,
+      ...(source === undefined ? {} : { localAddress: source }),
+    })
     // A socket error must never go unheard: later errors are seen by whoever reads the socket.
     socket.on('error', () => undefined)
     bindSignal(socket, signal)

@@ -27,13 +27,15 @@ export interface ScriptedServer {
   /** Every line the clients sent, in order. */
   received: string[]
   connections: number
+  /** The client address of each connection, in order. */
+  peers: string[]
   close(): Promise<void>
 }
 
 export async function scriptedServer(
   t: TestContext | undefined,
   script: (c: ScriptConnection) => Promise<void>,
-  options: { implicitTls?: { cert: Buffer; key: Buffer } } = {},
+  options: { implicitTls?: { cert: Buffer; key: Buffer }; host?: string } = {},
 ): Promise<ScriptedServer> {
   const sockets = new Set<net.Socket>()
   const state: ScriptedServer = {
@@ -41,6 +43,7 @@ export async function scriptedServer(
     errors: [],
     received: [],
     connections: 0,
+    peers: [],
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy()
@@ -50,6 +53,7 @@ export async function scriptedServer(
 
   const onConnection = (raw: net.Socket) => {
     state.connections++
+    state.peers.push(raw.remoteAddress ?? '')
     let socket: net.Socket = raw
     sockets.add(raw)
     raw.on('error', () => undefined)
@@ -139,7 +143,7 @@ export async function scriptedServer(
     : net.createServer(onConnection)
   server.on('tlsClientError', () => undefined)
   server.on('error', () => undefined)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => server.listen(0, options.host ?? '127.0.0.1', resolve))
   state.port = (server.address() as net.AddressInfo).port
   t?.after(() => state.close())
   return state
