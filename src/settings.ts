@@ -7,7 +7,7 @@ import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
 import { TLS_VERSIONS } from './protocol/connection.ts'
 import { IMAP_MECHANISMS, POP3_MECHANISMS, SMTP_MECHANISMS } from './protocol/sasl.ts'
-import { parseTargetRule, quote, type TargetRule } from './targets.ts'
+import { parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
 import { readSettingFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- building blocks
@@ -176,6 +176,22 @@ const IpProtocol = z.enum(['ip4', 'ip6'])
 /** Fields every protocol section shares: address family, TLS. */
 export const connectionFields = {
   preferred_ip_protocol: IpProtocol.default('ip4'),
+  /** Resolve targets with this DNS server (IP, IP:port, [IPv6]:port) instead of the system resolver. */
+  dns_server: z
+    .string()
+    .transform((text, ctx) => {
+      const server = parseTarget(text, 53)
+      if (typeof server === 'string' || isIP(server.host) === 0) {
+        ctx.issues.push({
+          code: 'custom',
+          input: text,
+          message: `dns_server must be an IP address with an optional port (192.0.2.53:53, [2001:db8::53]:53), got ${quote(text)}`,
+        })
+        return z.NEVER
+      }
+      return isIP(server.host) === 6 ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`
+    })
+    .optional(),
   /** The local address the probe's connections come from (a machine with several addresses). */
   source_ip_address: z
     .string()
