@@ -5,7 +5,7 @@ import type { Logger } from '../logger.ts'
 import { setGauge, setInfo, type Labels, legGauge, phaseMetric } from '../metrics.ts'
 import type { PhaseTimer } from '../phases.ts'
 import type { ProbeContext } from '../prober.ts'
-import { checkVerified, connectTcp, logTicketWait, ticketWait } from '../protocol/connection.ts'
+import { checkVerified, connectTcp, ticketWait } from '../protocol/connection.ts'
 import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/pop3-client.ts'
 import { saslMechanisms } from '../protocol/pop3-reply.ts'
 import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
@@ -106,7 +106,7 @@ export async function openPop3(
     const tls = await phase('tls', () => client.startTls(target.host, settings.tls_config))
     recordTlsMetrics(tls, ctx.registry, labels)
     await phase.named('tls', async () => {
-      if (afterStls) logTicketWait(logger, await ticketWait(tls, performance.now() - start))
+      if (afterStls) await ticketWait(tls, performance.now() - start, logger)
       checkVerified(tls, settings.tls_config)
     })
   }

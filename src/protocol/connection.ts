@@ -182,16 +182,24 @@ const MAX_TICKET_WAIT_MS = 10
  * as it has our Finished, one round trip after the handshake ended here, and the handshake itself
  * took at least one: so the wait ends after as long as the handshake took (`handshakeMs`), at most
  * 10 ms, when no ticket is coming. TLS 1.2 has no post-handshake ticket: `go` runs at once.
- * The wait is the client's own; callers time the handshake alone as phase tls.
+ * The wait is the client's own, in no phase (callers time the handshake alone as phase tls): the
+ * debug transcript says how it went.
  */
 export function afterTicket(
   socket: tls.TLSSocket,
   handshakeMs: number,
+  logger: Logger,
   go: (wait: TicketWait) => void,
 ): void {
   const start = performance.now()
+  const told = (wait: TicketWait) => {
+    logger.debug(wait.ticket ? 'TLS session ticket arrived' : 'no TLS session ticket; going on', {
+      waited_ms: wait.ms.toFixed(2),
+    })
+    return wait
+  }
   if (socket.getProtocol() !== 'TLSv1.3') {
-    go({ ms: 0, ticket: false })
+    go(told({ ms: 0, ticket: false }))
     return
   }
   let done = false
@@ -200,8 +208,9 @@ export function afterTicket(
     done = true
     clearTimeout(timer)
     socket.off('session', onTicket)
+    const wait = told({ ms: performance.now() - start, ticket })
     // a write from inside the 'session' handler never reaches the server on Node 20
-    setImmediate(() => go({ ms: performance.now() - start, ticket }))
+    setImmediate(() => go(wait))
   }
   const onTicket = () => proceed(true)
   const limit = Math.min(MAX_TICKET_WAIT_MS, Math.max(1, handshakeMs))
@@ -209,16 +218,9 @@ export function afterTicket(
   socket.once('session', onTicket)
 }
 
-/** The wait for the ticket, in the debug transcript (it is in no phase). */
-export function logTicketWait(logger: Logger, wait: TicketWait): void {
-  logger.debug(wait.ticket ? 'TLS session ticket arrived' : 'no TLS session ticket; going on', {
-    waited_ms: wait.ms.toFixed(2),
-  })
-}
-
 /** afterTicket as a promise. */
-export function ticketWait(socket: tls.TLSSocket, handshakeMs: number): Promise<TicketWait> {
-  return new Promise((resolve) => afterTicket(socket, handshakeMs, resolve))
+export function ticketWait(socket: tls.TLSSocket, handshakeMs: number, logger: Logger): Promise<TicketWait> {
+  return new Promise((resolve) => afterTicket(socket, handshakeMs, logger, resolve))
 }
 
 /** A server sent more than a probe will take (a line too long, too much unasked-for data). */

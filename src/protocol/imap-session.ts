@@ -11,7 +11,6 @@ import type { ImapMechanism } from './sasl.ts'
 import { abortable } from './abort.ts'
 import {
   afterTicket,
-  logTicketWait,
   bindSignal,
   checkVerified,
   describeTlsError,
@@ -453,8 +452,7 @@ export class ImapSession {
     secure.once('secureConnect', () => {
       // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
       time()
-      afterTicket(secure, performance.now() - start, (wait) => {
-        logTicketWait(this.#logger, wait)
+      afterTicket(secure, performance.now() - start, this.#logger, () => {
         this.#tlsSocket = secure
         this.#viaStarttls = true
         this.#hooks.onTls(secure)

@@ -6,14 +6,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import { DeadlineError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import {
-  afterTicket,
-  checkVerified,
-  logTicketWait,
-  tlsOptions,
-  type TicketWait,
-  type TlsConfig,
-} from './connection.ts'
+import { afterTicket, checkVerified, tlsOptions, type TlsConfig } from './connection.ts'
 import { parseReply, type SmtpReply } from './smtp-reply.ts'
 
 export type SmtpPhase =
@@ -174,8 +167,7 @@ export class SmtpSession {
         // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
         const handshakeMs = performance.now() - start
         this.#hooks.addPhase('tls', handshakeMs / 1000)
-        const proceed = (wait: TicketWait) => {
-          logTicketWait(this.#logger, wait)
+        const proceed = () => {
           this.#tlsDone = true
           try {
             this.#hooks.onTls(socket)
@@ -187,7 +179,7 @@ export class SmtpSession {
           }
           cb(null, secured)
         }
-        afterTicket(socket, handshakeMs, proceed)
+        afterTicket(socket, handshakeMs, this.#logger, proceed)
       })
     }
   }
