@@ -73,7 +73,13 @@ export const EXPORTER_METRICS = [
   ROUNDTRIP_STATE_RESET_TOTAL,
 ]
 
-const metricOptions = (m: MetricDef) => ({ name: m.name, help: m.help, labelNames: [...m.labels] })
+/** prom-client's options for a definition, registered in `registry`. */
+const metricOptions = (m: MetricDef, registry: Registry) => ({
+  name: m.name,
+  help: m.help,
+  labelNames: [...m.labels],
+  registers: [registry],
+})
 
 export interface ExporterMetrics {
   registry: Registry
@@ -89,56 +95,30 @@ export interface ExporterMetrics {
 export function createExporterMetrics(version: string): ExporterMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  const registers = [registry]
-  new Gauge({
-    ...metricOptions(BUILD_INFO),
-    registers,
-  }).set({ version, nodeversion: process.version }, 1)
+  new Gauge(metricOptions(BUILD_INFO, registry)).set({ version, nodeversion: process.version }, 1)
   return {
     registry,
-    probes: new Counter({
-      ...metricOptions(PROBES_TOTAL),
-      registers,
-    }),
+    probes: new Counter(metricOptions(PROBES_TOTAL, registry)),
     probeDuration: new Histogram({
-      ...metricOptions(PROBE_DURATION_SECONDS),
+      ...metricOptions(PROBE_DURATION_SECONDS, registry),
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-      registers,
     }),
-    moduleUnknown: new Counter({
-      ...metricOptions(MODULE_UNKNOWN_TOTAL),
-      registers,
-    }),
-    rejected: rejectedCounter(registers),
-    probesInFlight: new Gauge({
-      ...metricOptions(PROBES_IN_FLIGHT),
-      registers,
-    }),
-    reloadSuccess: new Gauge({
-      ...metricOptions(CONFIG_LAST_RELOAD_SUCCESSFUL),
-      registers,
-    }),
-    reloadTimestamp: new Gauge({
-      ...metricOptions(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS),
-      registers,
-    }),
+    moduleUnknown: new Counter(metricOptions(MODULE_UNKNOWN_TOTAL, registry)),
+    rejected: rejectedCounter(registry),
+    probesInFlight: new Gauge(metricOptions(PROBES_IN_FLIGHT, registry)),
+    reloadSuccess: new Gauge(metricOptions(CONFIG_LAST_RELOAD_SUCCESSFUL, registry)),
+    reloadTimestamp: new Gauge(metricOptions(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, registry)),
   }
 }
 
 /** Every reason is exported from the start, at 0, so that rate() and alerts see the first refusal. */
-function rejectedCounter(registers: Registry[]): Counter<'reason'> {
-  const counter = new Counter({
-    ...metricOptions(PROBE_REQUESTS_REJECTED_TOTAL),
-    registers,
-  })
+function rejectedCounter(registry: Registry): Counter<'reason'> {
+  const counter = new Counter(metricOptions(PROBE_REQUESTS_REJECTED_TOTAL, registry))
   for (const reason of REJECT_REASONS) counter.inc({ reason }, 0)
   return counter
 }
 
 /** Round-trip state files found invalid, moved aside and started afresh (src/probers/roundtrip/state.ts counts them). */
 export function roundtripStateResetCounter(registry: Registry): Counter {
-  return new Counter({
-    ...metricOptions(ROUNDTRIP_STATE_RESET_TOTAL),
-    registers: [registry],
-  })
+  return new Counter(metricOptions(ROUNDTRIP_STATE_RESET_TOTAL, registry))
 }

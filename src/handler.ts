@@ -18,7 +18,7 @@ import { gaugeOf, setGauge } from './metrics.ts'
 import { ProbePhases } from './phases.ts'
 import { PROBE_DURATION, PROBE_FAILED_PHASE, PROBE_SUCCESS, PROBE_TIMEOUT } from './prober.ts'
 import { runProber, type ProberStates } from './probers/index.ts'
-import { parseTarget, targetAllowed, type Target } from './targets.ts'
+import { formatTarget, parseTarget, targetAllowed, type Target } from './targets.ts'
 
 export interface HandlerDeps {
   logger: Logger
@@ -143,15 +143,17 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
 
   const targetText = req.target ?? req.module.target ?? ''
   const registry = newRegistry(req.openMetrics)
+  // Metrics are only registered in it; the content type matters for rendering alone.
+  const metricsRegistry = registry as Registry
   // Registered first, so that they lead the answer, as in blackbox_exporter's.
-  const successGauge = gaugeOf(registry as Registry, PROBE_SUCCESS)
-  const durationGauge = gaugeOf(registry as Registry, PROBE_DURATION)
-  gaugeOf(registry as Registry, PROBE_TIMEOUT).set(timeout)
+  const successGauge = gaugeOf(metricsRegistry, PROBE_SUCCESS)
+  const durationGauge = gaugeOf(metricsRegistry, PROBE_DURATION)
+  gaugeOf(metricsRegistry, PROBE_TIMEOUT).set(timeout)
   const { logger, transcript } = createProbeLogger(deps.logger, {
     module: req.moduleName,
     target: targetText,
   })
-  const phases = new ProbePhases(registry as Registry)
+  const phases = new ProbePhases(metricsRegistry)
   const timeoutMs = Math.max(1, Math.round(timeout * 1000))
   const deadlineAt = Date.now() + timeoutMs
   // Our own controller and timer, both let go when the probe ends. (AbortSignal.timeout would keep
@@ -189,8 +191,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
         req.module,
         {
           signal,
-          // Probers only register metrics; the content type matters for rendering alone.
-          registry: registry as Registry,
+          registry: metricsRegistry,
           logger,
           phases,
           deadline: deadlineAt,
@@ -222,7 +223,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   let error: string | undefined
   if (!success) {
     failedPhase = findCause(failure, PhaseError)?.phase ?? phases.current ?? 'setup'
-    setGauge(registry as Registry, PROBE_FAILED_PHASE, 1, {}, { phase: failedPhase })
+    setGauge(metricsRegistry, PROBE_FAILED_PHASE, 1, {}, { phase: failedPhase })
     const reason = failure instanceof PhaseError ? (failure.cause ?? failure) : failure
     error = reason instanceof Error ? reason.message : String(reason)
     logger.warn('probe failed', { phase: failedPhase, duration_seconds: seconds.toFixed(3), err: error })
@@ -236,9 +237,10 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   deps.metrics.probeDuration.observe({ module: req.moduleName }, seconds)
 
   const metricsText = await registry.metrics()
+  const transcriptLines = transcript.lines()
   const debugText = [
     'Logs for the probe:',
-    ...transcript.lines(),
+    ...transcriptLines,
     '',
     'Metrics that would have been returned:',
     metricsText,
@@ -259,8 +261,8 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     failedPhase,
     error,
     seconds,
-    target: `${target.host}:${target.port}`,
-    transcript: transcript.lines(),
+    target: formatTarget(target),
+    transcript: transcriptLines,
     metrics: () => registry.getMetricsAsJSON(),
   }
   if (req.debug) return { status: 200, contentType: TEXT, body: debugText, outcome }

@@ -166,17 +166,15 @@ function tlsFacts(metrics: Metrics): OneShotResult['tls'] {
   const legs = new Set(values(metrics, 'probe_tls_version_info').map((v) => label(v, 'leg')))
   return [...legs].map((leg) => {
     const ofLeg = (name: string) => values(metrics, name).find((v) => label(v, 'leg') === leg)
+    const labelOf = (name: string, key: string) => {
+      const v = ofLeg(name)
+      return (v && label(v, key)) ?? null
+    }
     const expiry = ofLeg('probe_ssl_earliest_cert_expiry')?.value
     return {
       leg: leg ?? null,
-      version: (() => {
-        const v = ofLeg('probe_tls_version_info')
-        return v ? (label(v, 'version') ?? null) : null
-      })(),
-      cipher: (() => {
-        const v = ofLeg('probe_tls_cipher_info')
-        return v ? (label(v, 'cipher') ?? null) : null
-      })(),
+      version: labelOf('probe_tls_version_info', 'version'),
+      cipher: labelOf('probe_tls_cipher_info', 'cipher'),
       cert_expiry: expiry === undefined ? null : new Date(expiry * 1000).toISOString(),
     }
   })
@@ -195,7 +193,8 @@ function mechanismFacts(metrics: Metrics): OneShotResult['mechanisms'] {
         advertised
           .filter((v) => ofLeg(v) && label(v, 'stage') === stage)
           .map((v) => label(v, 'mechanism') ?? '')
-      const offered = byStage('tls').length > 0 ? byStage('tls') : byStage('plain')
+      const underTls = byStage('tls')
+      const offered = underTls.length > 0 ? underTls : byStage('plain')
       const usedOne = used.find(ofLeg)
       out.push({
         prober,

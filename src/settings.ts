@@ -7,7 +7,7 @@ import { parseDuration } from './duration.ts'
 import { Secret } from './secret.ts'
 import { TLS_VERSIONS } from './protocol/connection.ts'
 import { IMAP_MECHANISMS, POP3_MECHANISMS, SMTP_MECHANISMS } from './protocol/sasl.ts'
-import { parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
+import { formatTarget, parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
 import { readSettingFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- building blocks
@@ -189,7 +189,7 @@ export const connectionFields = {
         })
         return z.NEVER
       }
-      return isIP(server.host) === 6 ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`
+      return formatTarget(server)
     })
     .optional(),
   /** The local address the probe's connections come from (a machine with several addresses). */

@@ -100,6 +100,11 @@ export function parseTarget(text: string, defaultPort: number): Target | string 
   return { host: canonicalHost(split.host), port }
 }
 
+/** A target as it is written in a config or a URL: host:port, [ipv6]:port. */
+export function formatTarget(target: Target): string {
+  return isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`
+}
+
 /** Lower case without the trailing dot; IPv6 in its canonical form, so rules match however it is written. */
 function canonicalHost(host: string): string {
   if (isIP(host) === 6) return new URL(`http://[${host}]/`).hostname.slice(1, -1)

@@ -183,8 +183,7 @@ class Pop3Facts {
 
   capabilities(stage: 'plain' | 'tls', capabilities: Capabilities | undefined, greeting: Pop3Greeting) {
     const { registry } = this.#ctx
-    // setInfo with no rows would register the gauge without its label names: skip instead.
-    if (capabilities && capabilities.size > 0)
+    if (capabilities)
       setInfo(
         registry,
         PROBE_POP3_CAPABILITY_INFO,
