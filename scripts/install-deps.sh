@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh: the Debian packages the test suite needs (idempotent; installs only what is missing).
 #   postfix, dovecot-*      the real mail stack of the integration tests (scripts/mailstack.sh)
+#   dnsmasq-base            the stack's DNS server (MX records for mx: targets); bind9-dnsutils (dig) and
+#                           libio-socket-inet6-perl (swaks over IPv6) for its selftest
 #   prometheus              promtool (rule tests) and the server of the end-to-end test
 #   prometheus-alertmanager amtool (config check)
 #   prometheus-blackbox-exporter  the comparison in the benchmark (npm run bench)
@@ -10,6 +12,7 @@
 set -euo pipefail
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve
   openssl ca-certificates iproute2 swaks curl libnet-ssleay-perl
+  dnsmasq-base bind9-dnsutils libio-socket-inet6-perl
   prometheus prometheus-alertmanager prometheus-blackbox-exporter chromium docker-compose)
 
 missing=()

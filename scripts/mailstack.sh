@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# mailstack.sh - the real, throwaway, loopback-only Postfix + Dovecot that
-# mailprobe_exporter's integration tests, benchmark and local trials run against.
+# mailstack.sh - the real, throwaway, loopback-only Postfix + Dovecot (+ dnsmasq
+# for MX tests) that mailprobe_exporter's integration tests, benchmark and local trials run against.
 #
 #   mailstack.sh start    DIR   install packages if missing, (re)write configs, start
-#   mailstack.sh stop     DIR   stop both daemons via their own pid files
+#   mailstack.sh stop     DIR   stop the daemons via their own pid files
 #   mailstack.sh status   DIR   show pids and listening ports
-#   mailstack.sh selftest DIR   end-to-end check (SMTP submit -> LMTP -> IMAP/POP3)
+#   mailstack.sh selftest DIR   end-to-end check (SMTP submit -> LMTP -> IMAP/POP3, DNS, MX hosts)
 #
 # Postfix (separate instance: config_directory, queue_directory, data_directory
-# all under DIR) + Dovecot (dovecot -c DIR/dovecot.conf). Nothing listens on
-# anything but 127.0.0.1, nothing is written outside DIR except by apt-get
-# (and a debconf preseed for Postfix).
-# Debian bookworm, run as root. DIR must not contain whitespace and should be
-# short (unix socket paths are limited to 107 bytes).
+# all under DIR) + Dovecot (dovecot -c DIR/dovecot.conf) + dnsmasq (dnsmasq -C
+# DIR/dnsmasq.conf, pid DIR/dnsmasq.pid, log DIR/log/dnsmasq.log). Nothing listens
+# on anything but loopback (127.0.0.1; the MX hosts also on 127.0.0.2, 127.0.0.3
+# and ::1), nothing is written outside DIR except by apt-get (and a debconf
+# preseed for Postfix).
+# Debian bookworm, run as root, ::1 configured on lo. DIR must not contain
+# whitespace and should be short (unix socket paths are limited to 107 bytes).
 #
-# Ports (all 127.0.0.1; MAILSTACK_PORT_BASE=20000 moves them all to 20025...):
+# Ports (127.0.0.1 unless said; MAILSTACK_PORT_BASE=20000 moves them all to 20025...):
 #   10025 SMTP (STARTTLS offered, no AUTH, accepts mail for mail.test)
+#         the same service as the MX hosts, each greeting (banner and EHLO) with
+#         its own name and presenting its own certificate (see TLS):
+#           127.0.0.2:10025 and [::1]:10025  mx1.mail.test
+#           127.0.0.3:10025                  mx2.mail.test (expired certificate)
 #   10587 submission (STARTTLS required, AUTH PLAIN/LOGIN/CRAM-MD5 via Dovecot)
 #   10465 submissions (implicit TLS, same AUTH)
 #   10143 IMAP (STARTTLS)   10993 IMAPS
 #   10110 POP3 (STLS)       10995 POP3S
 #   10024 LMTP (Dovecot; Postfix itself delivers over the unix socket)
+#   10053 DNS, UDP and TCP (dnsmasq). It answers only from these records, never
+#         forwards: every other name, in .test or not, is NXDOMAIN.
+#           mail.test      MX 10 mx1.mail.test, MX 20 mx2.mail.test; A 127.0.0.1
+#           mx1.mail.test  A 127.0.0.2, AAAA ::1
+#           mx2.mail.test  A 127.0.0.3 (no AAAA)
+#           fallback.test  A 127.0.0.1, no MX (RFC 5321 implicit MX)
+#           nullmx.test    MX 0 "." (RFC 7505 null MX), nothing else
+#         (TTL 0; PTR records for the first name of each address come with them)
 # Users (Dovecot passwd-file, {PLAIN} so that CRAM-MD5, APOP and SCRAM work):
 #   probe@mail.test / probe-secret
 #   alice@mail.test / alice-secret
@@ -28,8 +42,10 @@
 #                                    "X-Spam-Flag: YES" into Junk, for all users)
 #   void@mail.test  accepted by Postfix and discarded: mail to it never arrives
 # SASL mechanisms: PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 (+ APOP for POP3)
-# TLS: DIR/tls/ca.crt is the CA to trust; server cert is for mail.test,
-# localhost and IP 127.0.0.1.
+# TLS: DIR/tls/ca.crt is the CA to trust (it signs all three certificates);
+#   server.crt  mail.test, localhost and IP 127.0.0.1 (all 127.0.0.1 services)
+#   mx1.crt     DNS:mx1.mail.test only, valid for 825 days from start
+#   mx2.crt     DNS:mx2.mail.test only, valid 2020-01-01 to 2020-01-02: expired
 # Env (read by "start", remembered in DIR/ports.env):
 #   MAILSTACK_PORT_BASE=10000   ports are base + standard port number
 #   MAILSTACK_PROFILE=realistic default-like daemons; "fast" = Dovecot login
@@ -43,7 +59,14 @@ USERS=("probe@$DOMAIN:probe-secret" "alice@$DOMAIN:alice-secret" "spam@$DOMAIN:s
 # Mail is stored as the Debian 'mail' account (uid/gid 8): no new system user.
 MAIL_USER=mail
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve
-          openssl ca-certificates swaks libnet-ssleay-perl curl iproute2)
+          openssl ca-certificates swaks libnet-ssleay-perl curl iproute2
+          dnsmasq-base bind9-dnsutils libio-socket-inet6-perl)
+# (dnsmasq-base: the DNS server; bind9-dnsutils: dig for selftest;
+#  libio-socket-inet6-perl: swaks' IPv6 support, for selftest against [::1])
+# The MX hosts: name = exchange name (MX preference), banner/EHLO name and the
+# only SAN of its certificate. Their addresses must be local (see check_loopback).
+MX1=mx1.$DOMAIN MX1_ADDRS=(127.0.0.2 ::1)
+MX2=mx2.$DOMAIN MX2_ADDRS=(127.0.0.3)
 
 die() { echo "mailstack: $*" >&2; exit 1; }
 log() { echo "mailstack: $*" >&2; }
@@ -61,6 +84,8 @@ DC_PID=$DC_RUN/master.pid
 PF_CONF=$DIR/postfix/conf             # Postfix config_directory
 PF_QUEUE=$DIR/postfix/queue           # Postfix queue_directory
 PF_PID=$PF_QUEUE/pid/master.pid
+DNS_CONF=$DIR/dnsmasq.conf
+DNS_PID=$DIR/dnsmasq.pid
 TLS=$DIR/tls
 LOGS=$DIR/log
 
@@ -77,7 +102,9 @@ PROFILE=${MAILSTACK_PROFILE:-${PROFILE:-realistic}}
 SMTP_PORT=$((PORT_BASE + 25)) SUBMISSION_PORT=$((PORT_BASE + 587)) SMTPS_PORT=$((PORT_BASE + 465))
 IMAP_PORT=$((PORT_BASE + 143)) IMAPS_PORT=$((PORT_BASE + 993))
 POP3_PORT=$((PORT_BASE + 110)) POP3S_PORT=$((PORT_BASE + 995)) LMTP_PORT=$((PORT_BASE + 24))
-ALL_PORTS="$SMTP_PORT $SUBMISSION_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT $POP3_PORT $POP3S_PORT $LMTP_PORT"
+DNS_PORT=$((PORT_BASE + 53))
+MAIL_PORTS="$SMTP_PORT $SUBMISSION_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT $POP3_PORT $POP3S_PORT $LMTP_PORT"
+ALL_PORTS="$MAIL_PORTS $DNS_PORT"
 
 # ---------------------------------------------------------------- packages
 ensure_packages() {
@@ -164,10 +191,31 @@ check_traversable() {  # the unprivileged daemons must be able to reach DIR
   (( ${#DC_RUN} + 16 < 107 )) || die "DIR path too long for unix sockets"
 }
 
+check_loopback() {  # the MX listeners' addresses must be this machine's
+  ip -6 addr show dev lo 2>/dev/null | grep -q 'inet6 ::1/128' ||
+    die "::1 is not configured on lo (IPv6 disabled?): $MX1 listens on [::1]:$SMTP_PORT"
+  local a
+  # 127.0.0.0/8 is on lo on Linux: 127.0.0.2 and .3 need no configuration
+  for a in "${MX1_ADDRS[@]}" "${MX2_ADDRS[@]}"; do
+    ip -o route get "$a" 2>/dev/null | grep -q '^local ' || die "$a is not a local address"
+  done
+}
+
+port_in_use() {  # port [ss protocol flags, default -t] -> listening on any address?
+  ss -Hln "${2:--t}" "sport = :$1" | grep -q .
+}
+
 # ---------------------------------------------------------------- TLS
 make_tls() {
   mkdir -p "$TLS"
-  [[ -s $TLS/server.crt && -s $TLS/server.key && -s $TLS/ca.crt ]] && return 0
+  [[ -s $TLS/server.crt && -s $TLS/server.key && -s $TLS/ca.crt ]] || make_ca_and_server
+  # newer than ca.crt = signed by this CA (a new CA re-issues them)
+  [[ $TLS/mx1.crt -nt $TLS/ca.crt && -s $TLS/mx1.key ]] || make_mx_cert mx1 "$MX1" -days 825
+  [[ $TLS/mx2.crt -nt $TLS/ca.crt && -s $TLS/mx2.key ]] ||
+    make_mx_cert mx2 "$MX2" -startdate 20200101000000Z -enddate 20200102000000Z
+}
+
+make_ca_and_server() {
   log "generating CA and server certificate in $TLS"
   (
     cd "$TLS"
@@ -187,6 +235,50 @@ make_tls() {
     cat server.crt ca.crt >server-chain.crt
     chmod 644 ca.crt server.crt server-chain.crt
   )
+}
+
+# An MX host's certificate: TLS/NAME.{key,crt,-chain.crt}, SAN DNS:HOST only.
+# "openssl ca", not "x509 -req": OpenSSL 3.0's x509 cannot set start/end
+# dates, and mx2's certificate must be expired from the start.
+make_mx_cert() {  # name host openssl-ca-validity-args...
+  local name=$1 host=$2 out
+  shift 2
+  log "generating $host certificate ($*) in $TLS"
+  cat >"$TLS/ca.cnf" <<EOF
+# generated by mailstack.sh: just enough for "openssl ca"
+[ ca ]
+default_ca = throwaway
+[ throwaway ]
+certificate = $TLS/ca.crt
+private_key = $TLS/ca.key
+database = $TLS/ca-index.txt
+new_certs_dir = $TLS/issued
+rand_serial = yes
+unique_subject = no
+default_md = sha256
+policy = subject
+email_in_dn = no
+copy_extensions = none
+[ subject ]
+organizationName = optional
+commonName = supplied
+EOF
+  printf '%s\n' "subjectAltName=DNS:$host" \
+    "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" >"$TLS/$name.ext"
+  mkdir -p "$TLS/issued"
+  touch "$TLS/ca-index.txt"
+  out=$(
+    cd "$TLS"
+    umask 077
+    openssl req -new -newkey rsa:2048 -nodes -sha256 \
+      -keyout "$name.key" -out "$name.csr" -subj "/O=mailprobe test/CN=$host" 2>&1 &&
+    openssl ca -batch -notext -config ca.cnf -extfile "$name.ext" "$@" \
+      -in "$name.csr" -out "$name.crt" 2>&1
+  ) || die "cannot issue the $host certificate: $out"
+  cat "$TLS/$name.crt" "$TLS/ca.crt" >"$TLS/$name-chain.crt"
+  chmod 644 "$TLS/$name.crt" "$TLS/$name-chain.crt"
 }
 
 # ---------------------------------------------------------------- Dovecot
@@ -377,7 +469,9 @@ syslog_name = postfix-mailprobe
 maillog_file = $LOGS/postfix.log
 maillog_file_prefixes = $LOGS
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+# ipv6 for mx1's [::1] listener (master.cf entries name their address, so
+# inet_interfaces stays 127.0.0.1)
+inet_protocols = ipv4, ipv6
 myhostname = $DOMAIN
 mydomain = $DOMAIN
 myorigin = $DOMAIN
@@ -427,6 +521,8 @@ EOF
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+$(mx_listeners mx1 "$MX1" "${MX1_ADDRS[@]}")
+$(mx_listeners mx2 "$MX2" "${MX2_ADDRS[@]}")
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -452,17 +548,71 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 }
 
+# The MX hosts' SMTP services: the port-$SMTP_PORT service (same main.cf
+# settings) on each MX address, with the host's name (banner "NAME ESMTP
+# mailprobe test", EHLO, Received) and certificate, so a test can tell which
+# host answered.
+mx_listeners() {  # name host address...
+  local name=$1 host=$2 addr
+  shift 2
+  for addr; do
+    [[ $addr == *:* ]] && addr="[$addr]"
+    printf '%s\n' "$addr:$SMTP_PORT inet n - n - - smtpd" \
+      "  -o syslog_name=postfix-mailprobe/$name" \
+      "  -o myhostname=$host" \
+      "  -o smtpd_tls_cert_file=$TLS/$name-chain.crt" \
+      "  -o smtpd_tls_key_file=$TLS/$name.key"
+  done
+}
+
+# ---------------------------------------------------------------- dnsmasq
+write_dnsmasq() {
+  mkdir -p "$LOGS"
+  cat >"$DNS_CONF" <<EOF
+# generated by mailstack.sh - do not edit, rewritten on every start
+port=$DNS_PORT
+listen-address=127.0.0.1
+# bind 127.0.0.1:$DNS_PORT itself, not the wildcard address
+bind-interfaces
+# no upstream, no /etc/hosts, no resolv.conf: only the records below exist
+no-resolv
+no-hosts
+no-poll
+# every name without a record here is answered NXDOMAIN (without this,
+# names outside .test would be REFUSED: there is no server to forward to)
+local=/#/
+user=nobody
+pid-file=$DNS_PID
+log-facility=$LOGS/dnsmasq.log
+log-queries
+host-record=$DOMAIN,127.0.0.1
+mx-host=$DOMAIN,$MX1,10
+mx-host=$DOMAIN,$MX2,20
+host-record=$MX1,$(IFS=,; echo "${MX1_ADDRS[*]}")
+host-record=$MX2,$(IFS=,; echo "${MX2_ADDRS[*]}")
+# RFC 5321 implicit MX: an address and no MX record
+host-record=fallback.test,127.0.0.1
+# RFC 7505 null MX: dnsmasq encodes the target "." as the root name
+mx-host=nullmx.test,.,0
+EOF
+  dnsmasq --test -C "$DNS_CONF" >/dev/null 2>&1 || die "dnsmasq config invalid: $(dnsmasq --test -C "$DNS_CONF" 2>&1)"
+}
+
 # ---------------------------------------------------------------- commands
 do_start() {
   ensure_packages
   chmod 755 "$DIR"
   check_traversable
+  check_loopback
   local pid p
   if ! pid_alive "$DC_PID" '^dovecot$' >/dev/null && ! pid_alive "$PF_PID" '^master$' >/dev/null; then
-    for p in $ALL_PORTS; do
-      ss -Hltn "sport = :$p" | grep -q . &&
-        die "127.0.0.1:$p is already in use by another process; set MAILSTACK_PORT_BASE"
+    for p in $MAIL_PORTS; do
+      port_in_use "$p" && die "127.0.0.1:$p is already in use by another process; set MAILSTACK_PORT_BASE"
     done
+  fi
+  if ! pid_alive "$DNS_PID" '^dnsmasq$' >/dev/null; then
+    port_in_use "$DNS_PORT" -tu &&
+      die "port $DNS_PORT (DNS, UDP or TCP) is already in use by another process; set MAILSTACK_PORT_BASE"
   fi
   printf 'PORT_BASE=%s\nPROFILE=%s\n' "$PORT_BASE" "$PROFILE" >"$DIR/ports.env"
   if pid=$(pid_alive "$DC_PID" '^dovecot$'); then
@@ -488,16 +638,26 @@ do_start() {
     postfix -c "$PF_CONF" start </dev/null >>"$LOGS/start.log" 2>&1 ||
       { tail -n 5 "$LOGS/postfix.log" >&2; die "postfix failed to start (see $LOGS)"; }
   fi
+  if pid=$(pid_alive "$DNS_PID" '^dnsmasq$'); then
+    log "dnsmasq already running (pid $pid)"
+  else
+    write_dnsmasq
+    # dnsmasq daemonises itself once its sockets are bound: a port clash or
+    # bad record fails here, with its exit code
+    dnsmasq -C "$DNS_CONF" </dev/null >>"$LOGS/start.log" 2>&1 ||
+      { tail -n 5 "$LOGS/start.log" >&2; die "dnsmasq failed to start (see $LOGS)"; }
+  fi
   wait_ports $ALL_PORTS
   do_status
 }
 
 do_stop() {
   # Postfix master's pid file: queue_directory/pid/master.pid (this is what
-  # "postfix stop" uses too); Dovecot's: base_dir/master.pid.
-  # Dovecot's master takes ~3 s to wind down its children, so both get TERM
+  # "postfix stop" uses too); Dovecot's: base_dir/master.pid; dnsmasq's:
+  # DIR/dnsmasq.pid (its pid-file=, written before it drops to nobody).
+  # Dovecot's master takes ~3 s to wind down its children, so all get TERM
   # at once and are then waited for.
-  stop_pidfiles "postfix:$PF_PID:^master\$" "dovecot:$DC_PID:^dovecot\$"
+  stop_pidfiles "postfix:$PF_PID:^master\$" "dovecot:$DC_PID:^dovecot\$" "dnsmasq:$DNS_PID:^dnsmasq\$"
 }
 
 do_status() {
@@ -507,15 +667,36 @@ do_status() {
   else echo "dovecot: stopped"; rc=3; fi
   if pid=$(pid_alive "$PF_PID" '^master$'); then echo "postfix: running, pid $pid"
   else echo "postfix: stopped"; rc=3; fi
+  if pid=$(pid_alive "$DNS_PID" '^dnsmasq$'); then echo "dnsmasq: running, pid $pid"
+  else echo "dnsmasq: stopped"; rc=3; fi
   local filter="" p
   for p in $ALL_PORTS; do filter+="${filter:+ or }sport = :$p"; done
   echo "listening:"
-  ss -Hltnp "( $filter )" | awk '{ sub(/users:\(\("/, "", $6); sub(/".*/, "", $6); printf "  %-20s %s\n", $4, $6 }' | sort -t: -k2 -n
+  # TCP listeners, plus DNS over UDP; sorted by port (after the last ':')
+  { ss -Hltnp "( $filter )"; ss -Hlunp "sport = :$DNS_PORT" | sed 's/$/ (udp)/'; } |
+    awk '{ sub(/users:\(\("/, "", $6); sub(/".*/, "", $6); port = $4; sub(/.*:/, "", port)
+           printf "%s\t  %-20s %s%s\n", port, $4, $6, ($7 == "" ? "" : " " $7) }' |
+    sort -t$'\t' -k1,1n -k2 | cut -f2-
   return $rc
 }
 
-# End-to-end check. Every command here is plain swaks/curl and can be
-# copied to a shell (CA=DIR/tls/ca.crt).
+dns_answer() {  # [dig options] name type -> "STATUS answer..." on one line, answers sorted
+  local out status answers
+  out=$(dig +norecurse +time=2 +tries=1 -p "$DNS_PORT" @127.0.0.1 +noall +comments +answer "$@") || return 1
+  status=$(sed -n 's/.*status: \([A-Z]*\),.*/\1/p' <<<"$out")
+  answers=$(awk '!/^;/ && NF >= 5 { $1 = $2 = $3 = $4 = ""; sub(/^ +/, ""); print }' <<<"$out" | sort | paste -sd' ')
+  echo "$status${answers:+ $answers}"
+}
+
+smtp_greets() {  # address name -> the SMTP_PORT service there greets as name and accepts alice@DOMAIN
+  local out
+  out=$(swaks --server "$1" --port "$SMTP_PORT" --from probe@example.org --to "alice@$DOMAIN" \
+        --quit-after RCPT 2>&1) || return 1
+  grep -q "^<-  220 $2 ESMTP mailprobe test" <<<"$out"
+}
+
+# End-to-end check. Every command here is plain swaks/curl/dig/openssl and
+# can be copied to a shell (CA=DIR/tls/ca.crt).
 do_selftest() {
   do_status >/dev/null || die "stack not running"
   local CA=$TLS/ca.crt tag="mailprobe-selftest-$$-$RANDOM" u=probe@$DOMAIN pw=probe-secret
@@ -571,6 +752,41 @@ do_selftest() {
   t "imap: alice got the port-$SMTP_PORT message" test -n "$auid"
   t "imap: delete via UID STORE +FLAGS \\Deleted" curl -sf --ssl-reqd --cacert "$CA" -u "alice@$DOMAIN:alice-secret" "imap://127.0.0.1:$IMAP_PORT/INBOX" -X "UID STORE $auid +FLAGS (\\Deleted)"
   t "imap: expunge" curl -sf --ssl-reqd --cacert "$CA" -u "alice@$DOMAIN:alice-secret" "imap://127.0.0.1:$IMAP_PORT/INBOX" -X EXPUNGE
+
+  # DNS: every record of the header, over UDP and TCP, and nothing else
+  t "dns $DNS_PORT udp: $DOMAIN MX 10 $MX1, 20 $MX2" test "$(dns_answer $DOMAIN MX)" = "NOERROR 10 $MX1. 20 $MX2."
+  t "dns $DNS_PORT tcp: $DOMAIN MX 10 $MX1, 20 $MX2" test "$(dns_answer +tcp $DOMAIN MX)" = "NOERROR 10 $MX1. 20 $MX2."
+  t "dns: $DOMAIN A 127.0.0.1" test "$(dns_answer $DOMAIN A)" = "NOERROR 127.0.0.1"
+  t "dns: $MX1 A ${MX1_ADDRS[0]}" test "$(dns_answer $MX1 A)" = "NOERROR ${MX1_ADDRS[0]}"
+  t "dns: $MX1 AAAA ${MX1_ADDRS[1]}" test "$(dns_answer $MX1 AAAA)" = "NOERROR ${MX1_ADDRS[1]}"
+  t "dns: $MX2 A ${MX2_ADDRS[0]}" test "$(dns_answer $MX2 A)" = "NOERROR ${MX2_ADDRS[0]}"
+  t "dns: $MX2 no AAAA" test "$(dns_answer $MX2 AAAA)" = "NOERROR"
+  t "dns: fallback.test no MX" test "$(dns_answer fallback.test MX)" = "NOERROR"
+  t "dns: fallback.test A 127.0.0.1" test "$(dns_answer fallback.test A)" = "NOERROR 127.0.0.1"
+  t "dns: nullmx.test MX 0 . (null MX)" test "$(dns_answer nullmx.test MX)" = "NOERROR 0 ."
+  t "dns: unknown name in .test is NXDOMAIN" test "$(dns_answer nope.test A)" = "NXDOMAIN"
+  t "dns: example.org is NXDOMAIN (never forwarded)" test "$(dns_answer example.org MX)" = "NXDOMAIN"
+
+  # MX hosts: banner with the host's name, mail for mail.test accepted (no
+  # DATA: nothing to clean up), and the host's certificate after STARTTLS
+  t "smtp 127.0.0.1:$SMTP_PORT still greets as $DOMAIN" smtp_greets 127.0.0.1 "$DOMAIN"
+  local a h hp sc
+  for a in "${MX1_ADDRS[@]}" "${MX2_ADDRS[@]}"; do
+    if [[ " ${MX1_ADDRS[*]} " == *" $a "* ]]; then h=$MX1; else h=$MX2; fi
+    if [[ $a == *:* ]]; then hp="[$a]:$SMTP_PORT"; else hp="$a:$SMTP_PORT"; fi
+    t "smtp $hp greets as $h, accepts mail for $DOMAIN" smtp_greets "$a" "$h"
+    sc=(openssl s_client -starttls smtp -connect "$hp" -servername "$h" -CAfile "$CA" -verify_return_error)
+    if [[ $h == "$MX1" ]]; then
+      t "smtp $hp starttls: certificate verifies for $h" "${sc[@]}" -verify_hostname "$h" </dev/null
+      t "smtp $hp starttls: certificate is not for $DOMAIN" \
+        bash -c '! "$@" </dev/null' _ "${sc[@]}" -verify_hostname "$DOMAIN"
+    else
+      t "smtp $hp starttls: certificate has expired" \
+        bash -c '"$@" </dev/null 2>&1 | grep -q "certificate has expired"' _ "${sc[@]}" -verify_hostname "$h"
+      t "smtp $hp starttls: certificate verifies for $h if time is not checked" \
+        "${sc[@]}" -verify_hostname "$h" -no_check_time </dev/null
+    fi
+  done
   echo "selftest: $ok ok, $fail failed"
   [[ $fail -eq 0 ]]
 }

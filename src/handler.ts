@@ -17,8 +17,17 @@ import { createProbeLogger, type Logger } from './logger.ts'
 import { gaugeOf, setGauge } from './metrics.ts'
 import { ProbePhases } from './phases.ts'
 import { PROBE_DURATION, PROBE_FAILED_PHASE, PROBE_SUCCESS, PROBE_TIMEOUT } from './prober.ts'
-import { runProber, type ProberStates } from './probers/index.ts'
-import { formatTarget, parseTarget, targetAllowed, type Target } from './targets.ts'
+import { probeMailExchangers } from './mx.ts'
+import { mxPlanOf, probesMailExchangers, runProber, type ProberStates } from './probers/index.ts'
+import {
+  formatTarget,
+  isMxTarget,
+  parseProbeTarget,
+  parseServerName,
+  targetAllowed,
+  type ProbeTarget,
+  type Target,
+} from './targets.ts'
 
 export interface HandlerDeps {
   logger: Logger
@@ -39,6 +48,8 @@ export interface ProbeRequest {
   module: Module
   /** The target query parameter, if given. */
   target: string | undefined
+  /** The hostname query parameter: the name for SNI and certificate checks instead of the target host. */
+  hostname?: string | undefined
   /** X-Prometheus-Scrape-Timeout-Seconds, if sent. */
   scrapeTimeout: string | undefined
   debug: boolean
@@ -81,30 +92,63 @@ export function probeTimeout(
 }
 
 /** The target to probe, or the 400/403 answer explaining why not (decided before any connection). */
-function chooseTarget(req: ProbeRequest): Target | ProbeResponse {
+export function chooseTarget(
+  req: Pick<ProbeRequest, 'moduleName' | 'module' | 'target' | 'hostname'>,
+): ProbeTarget | Rejection {
   const port = defaultPort(req.module)
   const text = req.target ?? req.module.target
   if (text === undefined)
     return reject(400, 'missing_target', 'target parameter is missing (e.g. target=mail.example.com:587)')
-  const target = parseTarget(text, port)
+  const target = parseProbeTarget(text, port)
   if (typeof target === 'string') return reject(400, 'invalid_target', `invalid target: ${target}`)
+  if (isMxTarget(target) && !probesMailExchangers(req.module))
+    return reject(
+      400,
+      'invalid_target',
+      `invalid target: mx: targets are for smtp modules, and module ${req.moduleName} is ${req.module.prober}`,
+    )
   if (req.module.target !== undefined) {
     // Parsed at load; a module without it (which the config check does not let through) allows nothing.
     const fixed = req.module.fixed_target
-    if (fixed === undefined || fixed.host !== target.host || fixed.port !== target.port)
+    if (fixed === undefined || formatTarget(fixed) !== formatTarget(target))
       return reject(
         403,
         'target_not_allowed',
         `module ${req.moduleName} only probes its configured target, not ${text}`,
       )
-  } else if (req.module.allowed_targets !== undefined && !targetAllowed(target, req.module.allowed_targets)) {
-    return reject(
-      403,
-      'target_not_allowed',
-      `target ${text} is not in allowed_targets of module ${req.moduleName}`,
-    )
+  } else if (req.module.allowed_targets !== undefined) {
+    const asHost = isMxTarget(target) ? { host: target.mx, port: target.port } : target
+    if (!targetAllowed(asHost, req.module.allowed_targets))
+      return reject(
+        403,
+        'target_not_allowed',
+        `target ${text} is not in allowed_targets of module ${req.moduleName}`,
+      )
   }
-  return target
+  if (req.hostname === undefined) return target
+  if (isMxTarget(target))
+    return reject(
+      400,
+      'bad_parameter',
+      'hostname cannot be given with an mx: target: each mail exchanger is checked against its own name',
+    )
+  const serverName = parseServerName(req.hostname)
+  if (typeof serverName !== 'string')
+    return reject(400, 'bad_parameter', `invalid hostname: ${serverName.problem}`)
+  return { ...target, serverName }
+}
+
+/** One host:port target by the module's prober; an mx: target by each of its mail exchangers. */
+function probe(
+  target: ProbeTarget,
+  module: Module,
+  states: ProberStates,
+  ctx: Parameters<typeof runProber>[2],
+): Promise<void> {
+  const probeHost = (host: Target, hostCtx: typeof ctx) => runProber(host, module, hostCtx, states)
+  return isMxTarget(target)
+    ? probeMailExchangers(target, mxPlanOf(module), ctx, probeHost)
+    : probeHost(target, ctx)
 }
 
 function newRegistry(openMetrics: boolean): Registry<PrometheusContentType | OpenMetricsContentType> {
@@ -130,14 +174,15 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
 
   // One probe per module and target in each min_interval: a caller cannot make a mail cannon of us,
   // nor trip the server's penalties for logins. The start is recorded before waiting for a slot.
-  const gateKey = `${req.moduleName}|${target.host}:${target.port}`
+  const where = formatTarget(target)
+  const gateKey = `${req.moduleName}|${where}`
   const startedAt = Date.now()
   const wait = deps.gate?.admit(gateKey, req.module.min_interval, startedAt)
   if (wait !== undefined)
     return reject(
       429,
       'rate_limited',
-      `module ${req.moduleName} probes ${target.host}:${target.port} at most once every ${req.module.min_interval}s (min_interval); try again in ${wait.toFixed(1)}s`,
+      `module ${req.moduleName} probes ${where} at most once every ${req.module.min_interval}s (min_interval); try again in ${wait.toFixed(1)}s`,
       Math.ceil(wait),
     )
 
@@ -186,19 +231,14 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   let giveUp: (() => void) | undefined
   try {
     await Promise.race([
-      runProber(
-        target,
-        req.module,
-        {
-          signal,
-          registry: metricsRegistry,
-          logger,
-          phases,
-          deadline: deadlineAt,
-          moduleName: req.moduleName,
-        },
-        deps.states,
-      ),
+      probe(target, req.module, deps.states, {
+        signal,
+        registry: metricsRegistry,
+        logger,
+        phases,
+        deadline: deadlineAt,
+        moduleName: req.moduleName,
+      }),
       new Promise<never>((_, reject) => {
         giveUp = () => setTimeout(() => reject(new DeadlineError()), 5)
         signal.addEventListener('abort', giveUp, { once: true })
@@ -255,13 +295,14 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     durationSeconds: seconds,
     failedPhase,
     debugText,
+    phases: phases.steps(),
   })
   const outcome: ProbeOutcome = {
     success,
     failedPhase,
     error,
     seconds,
-    target: formatTarget(target),
+    target: where,
     transcript: transcriptLines,
     metrics: () => registry.getMetricsAsJSON(),
   }

@@ -1,4 +1,5 @@
 // Recent probe results for the landing page: bounded, and failures are kept longer than successes.
+import type { PhaseStep } from './phases.ts'
 
 export interface ProbeRecord {
   id: number
@@ -9,6 +10,18 @@ export interface ProbeRecord {
   durationSeconds: number
   failedPhase: string | undefined
   debugText: string
+  /** The probe's steps, for its waterfall (bounded by ProbePhases' MAX_STEPS). */
+  phases: readonly PhaseStep[]
+}
+
+/** What one kept step costs, roughly: the object and its numbers; the strings it names (metric, phase) are shared. */
+const STEP_BYTES = 96
+
+/** A record's approximate size for the byte budget: its debug text and its steps. */
+function recordBytes(record: ProbeRecord): number {
+  let bytes = record.debugText.length
+  for (const step of record.phases) bytes += STEP_BYTES + step.name.length + (step.host?.length ?? 0)
+  return bytes
 }
 
 export class History {
@@ -20,18 +33,19 @@ export class History {
   readonly #maxBytes: number
   #bytes = 0
 
-  /** maxBytes bounds the debug texts kept in all (each probe's transcript is bounded too). */
+  /** maxBytes bounds the debug texts and steps kept in all (each probe's transcript and steps are bounded too). */
   constructor(maxSuccesses = 50, maxFailures = 200, maxBytes = 32 * 1024 * 1024) {
     this.#maxSuccesses = maxSuccesses
     this.#maxFailures = maxFailures
     this.#maxBytes = maxBytes
   }
 
-  add(record: Omit<ProbeRecord, 'id'>): ProbeRecord {
-    const full = { ...record, id: this.#nextId++ }
+  /** Without `phases`, the record has no steps. */
+  add(record: Omit<ProbeRecord, 'id' | 'phases'> & { phases?: readonly PhaseStep[] }): ProbeRecord {
+    const full: ProbeRecord = { ...record, phases: record.phases ?? [], id: this.#nextId++ }
     const list = full.success ? this.#successes : this.#failures
     list.push(full)
-    this.#bytes += full.debugText.length
+    this.#bytes += recordBytes(full)
     if (list.length > (full.success ? this.#maxSuccesses : this.#maxFailures)) this.#drop(list)
     // Over the byte budget: the oldest successes go first, then the oldest failures (never the new one).
     while (this.#bytes > this.#maxBytes && this.#successes.length + this.#failures.length > 1)
@@ -41,7 +55,7 @@ export class History {
 
   #drop(list: ProbeRecord[]) {
     const dropped = list.shift()
-    if (dropped) this.#bytes -= dropped.debugText.length
+    if (dropped) this.#bytes -= recordBytes(dropped)
   }
 
   /** Newest first. */

@@ -1,6 +1,6 @@
 // The metric catalogue's building blocks: a MetricDef names a metric once (name, help, type, labels),
 // and every per-probe gauge or counter is made from one, get-or-create in the probe's registry.
-import { Counter, Gauge, type Registry } from 'prom-client'
+import { Counter, Gauge, type MetricValue, type Registry } from 'prom-client'
 
 export type Labels = Record<string, string>
 
@@ -107,3 +107,31 @@ export const legGauge = <const L extends readonly string[] = []>(
 /** A counter of a probe. */
 export const counter = (name: string, help: string) =>
   defineMetric({ name, help, type: 'counter', labels: [] })
+
+/**
+ * Every series of each source registry into `registry`, with the source's `labels` on top of their own
+ * (an mx: probe folds in each mail exchanger's probe so). Gauges and counters; nothing else is made per probe.
+ */
+export async function foldRegistries(
+  registry: Registry,
+  sources: readonly { registry: Registry; labels: Labels }[],
+): Promise<void> {
+  const families = new Map<string, { help: string; type: string; rows: MetricValue<string>[] }>()
+  for (const source of sources)
+    for (const family of await source.registry.getMetricsAsJSON()) {
+      const entry = families.get(family.name) ?? { help: family.help, type: String(family.type), rows: [] }
+      families.set(family.name, entry)
+      for (const v of family.values) entry.rows.push({ ...v, labels: { ...v.labels, ...source.labels } })
+    }
+  for (const [name, { help, type, rows }] of families) {
+    const labelNames = [...new Set(rows.flatMap((row) => Object.keys(row.labels)))]
+    const options = { name, help, labelNames, registers: [registry] }
+    if (type === 'counter') {
+      const counter = new Counter(options)
+      for (const row of rows) counter.inc(row.labels, row.value)
+    } else {
+      const gauge = new Gauge(options)
+      for (const row of rows) gauge.set(row.labels, row.value)
+    }
+  }
+}

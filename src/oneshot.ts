@@ -13,7 +13,9 @@ import { VERSION } from './version.ts'
 export const PROBE_USAGE = `usage: mailprobe_exporter probe --module=NAME [--target=HOST[:PORT]] [flags]
   --config.file=PATH   config file (default config/mailprobe.yml)
   --module=NAME        the module to probe with
-  --target=TARGET      host, host:port, [ipv6] or [ipv6]:port (a module with a fixed target needs none)
+  --target=TARGET      host, host:port, [ipv6] or [ipv6]:port, or mx:DOMAIN[:port] for every mail
+                       exchanger of a domain (a module with a fixed target needs none)
+  --hostname=NAME      the name TLS checks the server against instead of the target host
   --json               print the result as JSON
 exit status: 0 the probe succeeded, 1 it failed, 2 bad usage or config
 `
@@ -63,6 +65,7 @@ export async function runOneShot(argv: string[], io: OneShotIo): Promise<number>
         'config.file': { type: 'string', default: 'config/mailprobe.yml' },
         module: { type: 'string' },
         target: { type: 'string' },
+        hostname: { type: 'string' },
         json: { type: 'boolean', default: false },
       },
       strict: true,
@@ -100,6 +103,7 @@ export async function runOneShot(argv: string[], io: OneShotIo): Promise<number>
         moduleName,
         module,
         target: values.target,
+        hostname: values.hostname,
         scrapeTimeout: undefined,
         debug: false,
         openMetrics: false,
@@ -146,16 +150,31 @@ const label = (v: MetricValue<string>, key: string): string | undefined => {
   return value === undefined ? undefined : String(value)
 }
 
+/** A round trip's leg, or the mail exchanger (`mx [ip]`) an mx: probe's series are of. */
+const legOf = (v: MetricValue<string>): string | undefined => {
+  const mx = label(v, 'mx')
+  return label(v, 'leg') ?? (mx === undefined ? undefined : `${mx} [${label(v, 'ip') ?? ''}]`)
+}
+
 /** Every reached phase of every phase metric, in the order the probe has them; the failed one marked. */
 function phaseRows(metrics: Metrics, failedPhase: string | undefined): PhaseRow[] {
   const rows: PhaseRow[] = []
+  // An mx: probe's hosts: each failed in its own phase (the probe's failed phase is the first host's).
+  const hostFailures = new Set(
+    values(metrics, 'probe_mx_host_failed_phase_info').map(
+      (v) => `${legOf(v) ?? ''}|${label(v, 'phase') ?? ''}`,
+    ),
+  )
   for (const m of metrics) {
     const prober = /^probe_(\w+)_duration_seconds$/.exec(m.name)?.[1]
     if (prober === undefined) continue
     for (const v of m.values) {
       const phase = label(v, 'phase') ?? ''
-      const leg = label(v, 'leg')
-      const failed = failedPhase === (leg === undefined ? phase : `${leg}_${phase}`)
+      const leg = legOf(v)
+      const failed =
+        label(v, 'mx') !== undefined
+          ? hostFailures.has(`${leg ?? ''}|${phase}`)
+          : failedPhase === (leg === undefined ? phase : `${leg}_${phase}`)
       if (v.value > 0 || failed) rows.push({ prober, leg, phase, seconds: v.value, failed })
     }
   }
@@ -163,9 +182,9 @@ function phaseRows(metrics: Metrics, failedPhase: string | undefined): PhaseRow[
 }
 
 function tlsFacts(metrics: Metrics): OneShotResult['tls'] {
-  const legs = new Set(values(metrics, 'probe_tls_version_info').map((v) => label(v, 'leg')))
+  const legs = new Set(values(metrics, 'probe_tls_version_info').map((v) => legOf(v)))
   return [...legs].map((leg) => {
-    const ofLeg = (name: string) => values(metrics, name).find((v) => label(v, 'leg') === leg)
+    const ofLeg = (name: string) => values(metrics, name).find((v) => legOf(v) === leg)
     const labelOf = (name: string, key: string) => {
       const v = ofLeg(name)
       return (v && label(v, key)) ?? null
@@ -185,9 +204,9 @@ function mechanismFacts(metrics: Metrics): OneShotResult['mechanisms'] {
   for (const prober of ['smtp', 'pop3', 'imap']) {
     const advertised = values(metrics, `probe_${prober}_auth_mechanism_advertised`)
     const used = values(metrics, `probe_${prober}_auth_mechanism_used`)
-    const legs = new Set([...advertised, ...used].map((v) => label(v, 'leg')))
+    const legs = new Set([...advertised, ...used].map((v) => legOf(v)))
     for (const leg of legs) {
-      const ofLeg = (v: MetricValue<string>) => label(v, 'leg') === leg
+      const ofLeg = (v: MetricValue<string>) => legOf(v) === leg
       // What the server offered where credentials went: under TLS when there was TLS.
       const byStage = (stage: string) =>
         advertised

@@ -7,10 +7,40 @@ import { gaugeOf, type MetricDef } from './metrics.ts'
 /** A phase duration metric with its phases (metrics.ts phaseMetric). */
 export type PhaseMetric<P extends string> = MetricDef & { readonly values: { readonly phase: readonly P[] } }
 
+/**
+ * One step of a probe as it happened, for the waterfall on the probe's page. `start` is in ms since the
+ * ProbePhases was created (performance.now()); `name` is the full name, as a failure names it (send_auth).
+ */
+export interface PhaseStep {
+  readonly name: string
+  readonly phase: string
+  readonly leg?: string
+  /** Set on the steps of a sub-probe folded in by absorb(): the mail host it probed. */
+  readonly host?: string
+  /** The phase metric the step's time went to (probe_smtp_duration_seconds). */
+  readonly metric: string
+  readonly start: number
+  readonly seconds: number
+}
+
+/** At most this many steps are kept per probe; the rest are only counted (ProbePhases.dropped). */
+export const MAX_STEPS = 256
+
+/** A step as kept while the probe runs: `end` is unset while a timed step is still running. */
+interface StepEntry {
+  readonly name: string
+  readonly phase: string
+  readonly leg: string | undefined
+  readonly host: string | undefined
+  readonly metric: string
+  readonly start: number
+  end: number | undefined
+}
+
 export interface PhaseTimer<P extends string> {
   /** Runs one step, adds its duration to the phase (phases may repeat), and names a failure by the phase. */
   <T>(name: P, step: () => Promise<T>): Promise<T>
-  /** Adds a duration measured elsewhere (e.g. from a library's transaction log). */
+  /** Adds a duration measured elsewhere (e.g. from a library's transaction log); see ProbePhases.steps(). */
   add(name: P, seconds: number): void
   /** The probe is now in this phase (a session that follows its own commands says so). */
   enter(name: P): void
@@ -28,9 +58,90 @@ export interface PhaseTimer<P extends string> {
 export class ProbePhases {
   readonly #registry: Registry
   #current: string | undefined
+  /** performance.now() at creation: steps' starts are relative to it. */
+  readonly #origin = performance.now()
+  readonly #steps: StepEntry[] = []
+  #dropped = 0
+  /** Where an add()ed step goes: the end of the last step that finished, or the start of the last begun. */
+  #cursor = 0
 
   constructor(registry: Registry) {
     this.#registry = registry
+  }
+
+  /**
+   * The steps timed so far, in the order they began (absorbed ones where absorb() put them), as a copy.
+   * A step still running (the probe gave up on it)
+   * has the seconds it has run so far. A duration given to add() was measured elsewhere and has no known
+   * start: it is placed at the end of the previous step (or at the start of the step it was added in),
+   * so a run of add()s lies end to end; but never so late that it would end after the add() call.
+   */
+  steps(): readonly PhaseStep[] {
+    const now = performance.now() - this.#origin
+    return this.#steps.map((e) => {
+      const step: { -readonly [K in keyof PhaseStep]: PhaseStep[K] } = {
+        name: e.name,
+        phase: e.phase,
+        metric: e.metric,
+        start: e.start,
+        seconds: Math.max(0, ((e.end ?? now) - e.start) / 1000),
+      }
+      if (e.leg !== undefined) step.leg = e.leg
+      if (e.host !== undefined) step.host = e.host
+      return step
+    })
+  }
+
+  /** Steps not kept because MAX_STEPS were already (they are still in the gauges). */
+  get dropped(): number {
+    return this.#dropped
+  }
+
+  /**
+   * Appends the steps of a sub-probe (one per mail host of an MX probe) with `host` set, and their starts
+   * moved onto this ProbePhases' clock. Its dropped steps, and those over MAX_STEPS here, count as dropped.
+   */
+  absorb(other: ProbePhases, host: string): void {
+    const shift = other.#origin - this.#origin
+    this.#dropped += other.#dropped
+    for (const step of other.steps()) {
+      const start = step.start + shift
+      const end = start + step.seconds * 1000
+      const { name, phase, leg, metric } = step
+      this.#push({ name, phase, leg, host, metric, start, end })
+      this.#cursor = Math.max(this.#cursor, end)
+    }
+  }
+
+  #push(entry: StepEntry): StepEntry | undefined {
+    if (this.#steps.length >= MAX_STEPS) {
+      this.#dropped++
+      return undefined
+    }
+    this.#steps.push(entry)
+    return entry
+  }
+
+  /** A timed step begins now; call the result when it ends. */
+  #begin(name: string, phase: string, leg: string | undefined, metric: string): () => void {
+    const start = performance.now() - this.#origin
+    this.#cursor = Math.max(this.#cursor, start)
+    const entry = this.#push({ name, phase, leg, host: undefined, metric, start, end: undefined })
+    return () => {
+      const end = performance.now() - this.#origin
+      if (entry) entry.end = end
+      this.#cursor = Math.max(this.#cursor, end)
+    }
+  }
+
+  #added(name: string, phase: string, leg: string | undefined, metric: string, seconds: number) {
+    const ms = (Number.isFinite(seconds) ? seconds : 0) * 1000
+    // A duration is reported once it is over, so it cannot end after now: pipelined replies, each
+    // measured from its own command, overlap instead of lining up into the future.
+    const start = Math.max(0, Math.min(this.#cursor, performance.now() - this.#origin - ms))
+    const end = start + ms
+    this.#push({ name, phase, leg, host: undefined, metric, start, end })
+    this.#cursor = end
   }
 
   /** The phase the probe is in (or failed in), as the failure would name it; undefined before the first. */
@@ -66,6 +177,7 @@ export class ProbePhases {
     }
     const timer = async <T>(phase: P, step: () => Promise<T>): Promise<T> => {
       enter(phase)
+      const done = this.#begin(full(phase), phase, leg, metric.name)
       const start = performance.now()
       try {
         return await step()
@@ -73,11 +185,14 @@ export class ProbePhases {
         throw error(phase, cause)
       } finally {
         gauge.inc({ ...labels, phase }, (performance.now() - start) / 1000)
+        done()
       }
     }
     return Object.assign(timer, {
-      add(phase: P, seconds: number) {
-        gauge.inc({ ...labels, phase }, Math.max(0, seconds))
+      add: (phase: P, seconds: number) => {
+        const s = Math.max(0, seconds)
+        gauge.inc({ ...labels, phase }, s)
+        this.#added(full(phase), phase, leg, metric.name, s)
       },
       enter,
       named,

@@ -74,6 +74,8 @@ export interface ProberDefinition<
   credentialLegs(settings: z.output<S>): CredentialLeg[]
   /** Whether a probe sends a mail (such a module needs `target` or `allowed_targets`, and min_interval 10s). */
   sendsMail(settings: z.output<S>): boolean
+  /** Whether `mx:domain` targets are for this prober: it speaks to a domain's mail exchangers (src/mx.ts). */
+  readonly mailExchangers?: boolean
   /** Every metric a probe of this prober may set (its dialogues' too): the catalogue is made of these. */
   readonly metrics: readonly MetricDef[]
   /** Checks that need the whole module (its timeout, say); each problem goes to `issue`. */

@@ -1,10 +1,11 @@
-// HTTP routes: /probe, /metrics, / (landing page), /logs, /config, /-/healthy, /-/ready, /-/reload.
+// HTTP routes: /probe, /sd, /metrics, / (landing page), /logs, /probe-details, /config, /-/healthy, /-/ready, /-/reload.
 import express, { type NextFunction, type Request, type Response } from 'express'
 import { stringify } from 'yaml'
 import { redactModule, type Config } from './config.ts'
 import { handleProbe, type HandlerDeps } from './handler.ts'
 import { reject, type Rejection } from './rejections.ts'
-import { landingPage } from './landing.ts'
+import { landingPage, probeDetailsPage } from './landing.ts'
+import { discoverMailExchangers } from './sd.ts'
 
 export interface ServerState extends HandlerDeps {
   version: string
@@ -55,7 +56,8 @@ export function createApp(state: ServerState): express.Express {
     const moduleName = queryParam(req, 'module')
     const target = queryParam(req, 'target')
     const debug = queryParam(req, 'debug')
-    for (const p of [moduleName, target, debug]) {
+    const hostname = queryParam(req, 'hostname')
+    for (const p of [moduleName, target, debug, hostname]) {
       if (typeof p === 'object') {
         refuse(res, reject(400, 'bad_parameter', p.error))
         return
@@ -86,6 +88,7 @@ export function createApp(state: ServerState): express.Express {
         moduleName: moduleName as string,
         module,
         target: target as string | undefined,
+        hostname: hostname as string | undefined,
         scrapeTimeout: req.get('x-prometheus-scrape-timeout-seconds'),
         debug: debug === 'true',
         openMetrics: wantsOpenMetrics(req),
@@ -122,6 +125,37 @@ export function createApp(state: ServerState): express.Express {
       return
     }
     res.type(TEXT).send(record.debugText)
+  })
+
+  // Service discovery: a domain's mail exchangers as http_sd target groups (src/sd.ts).
+  app.get('/sd', async (req: Request, res: Response) => {
+    const moduleName = queryParam(req, 'module')
+    const target = queryParam(req, 'target')
+    const bad = [moduleName, target].find((p) => typeof p === 'object')
+    const modules = state.config().modules
+    const name = typeof moduleName === 'string' ? moduleName : ''
+    const module = Object.hasOwn(modules, name) ? modules[name] : undefined
+    const answer =
+      bad !== undefined
+        ? reject(400, 'bad_parameter', bad.error)
+        : module === undefined
+          ? reject(
+              400,
+              'unknown_module',
+              `unknown module ${JSON.stringify(name)} (known: ${Object.keys(modules).join(', ')})`,
+            )
+          : await discoverMailExchangers(name, module, target as string | undefined, state.logger)
+    res.status(answer.status).set('Content-Type', answer.contentType).send(answer.body)
+  })
+
+  app.get('/probe-details', (req: Request, res: Response) => {
+    const id = queryParam(req, 'id')
+    const record = typeof id === 'string' ? state.history.get(Number(id)) : undefined
+    if (!record) {
+      res.status(404).type(TEXT).send('no probe with that id in the history\n')
+      return
+    }
+    res.type('text/html; charset=utf-8').send(probeDetailsPage(record))
   })
 
   app.get('/config', (_req: Request, res: Response) => {

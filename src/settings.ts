@@ -50,7 +50,7 @@ const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/
  * A secret given as `name`, `name_file` or `name_env` (exactly one), resolved at load time.
  * Returns the three optional keys; `resolveSecret` turns them into a Secret.
  */
-function secretKeys<N extends string>(name: N) {
+export function secretKeys<N extends string>(name: N) {
   const opt = z.string().min(1).optional()
   return { [name]: opt, [`${name}_file`]: opt, [`${name}_env`]: opt } as Record<
     N | `${N}_file` | `${N}_env`,
@@ -58,7 +58,7 @@ function secretKeys<N extends string>(name: N) {
   >
 }
 
-function resolveSecret(
+export function resolveSecret(
   raw: Record<string, unknown>,
   name: string,
   ctx: z.RefinementCtx,
@@ -361,7 +361,23 @@ export const moduleFields = {
    * Default (probers/index.ts withDefaults): 10s for modules that send mail, 1s for other modules that log in, else 0.
    */
   min_interval: durationOrOff.optional(),
+  /** How an `mx:domain` target is probed (modules whose prober speaks to mail exchangers; see src/mx.ts). */
+  mx: z
+    .strictObject({
+      /** `preferred`: one address per host (preferred_ip_protocol, with fallback); `all`: every A and AAAA. */
+      addresses: z.enum(['preferred', 'all']).default('preferred'),
+      /** The probe succeeds when `all` probed hosts (and addresses) do, or when `any` does. */
+      success: z.enum(['all', 'any']).default('all'),
+      /** At most this many hosts, addresses per host, and probes at once: DNS answers choose the counts. */
+      max_hosts: z.number().int().min(1).max(50).default(10),
+      max_addresses: z.number().int().min(1).max(16).default(4),
+      max_parallel: z.number().int().min(1).max(32).default(4),
+    })
+    .optional(),
 }
+
+/** The mx section with its defaults (a module without one probes mx: targets so). */
+export type MxSettings = NonNullable<z.output<z.ZodObject<typeof moduleFields>>['mx']>
 
 /** The keys every module has, min_interval resolved to seconds (probers/index.ts fills in its default). */
 export type ModuleFields = Omit<z.output<z.ZodObject<typeof moduleFields>>, 'min_interval'> & {

@@ -5,7 +5,28 @@ export interface Target {
   /** Host name (lower case, no trailing dot) or IP literal, without brackets. */
   host: string
   port: number
+  /**
+   * The name the server is checked against instead of `host` (SNI and certificate verification; a
+   * module's tls_config.server_name still wins): a mail exchanger's name while probing one of its
+   * addresses, or the request's `hostname` parameter.
+   */
+  serverName?: string | undefined
 }
+
+/** A domain whose mail exchangers are probed (`mx:example.com`, `mx:example.com:2525`). */
+export interface MxTarget {
+  /** The domain, lower case, no trailing dot. */
+  mx: string
+  port: number
+}
+
+/** What a probe is aimed at: one host, or a domain's mail exchangers. */
+export type ProbeTarget = Target | MxTarget
+
+export const isMxTarget = (target: ProbeTarget): target is MxTarget => 'mx' in target
+
+/** The name TLS checks the server against: the server name when there is one, else the host. */
+export const tlsName = (target: Target): string => target.serverName ?? target.host
 
 /**
  * Text for a message: JSON-quoted, with everything outside printable ASCII escaped (JSON.stringify
@@ -100,8 +121,30 @@ export function parseTarget(text: string, defaultPort: number): Target | string 
   return { host: canonicalHost(split.host), port }
 }
 
-/** A target as it is written in a config or a URL: host:port, [ipv6]:port. */
-export function formatTarget(target: Target): string {
+const MX_PREFIX = /^mx:/i
+
+/** parseTarget, and `mx:domain[:port]` for a domain's mail exchangers (a domain name, not an address). */
+export function parseProbeTarget(text: string, defaultPort: number): ProbeTarget | string {
+  if (!MX_PREFIX.test(text)) return parseTarget(text, defaultPort)
+  const rest = text.slice(3)
+  const split = splitTarget(rest)
+  if (typeof split === 'string') return `${quote(text)} is not a valid target: ${split}`
+  if (isIP(split.host) !== 0)
+    return `${quote(text)} is not a valid target: mx: takes a domain, not an address`
+  const port = split.portText === undefined ? defaultPort : Number(split.portText)
+  return { mx: canonicalHost(split.host), port }
+}
+
+/** A host name for SNI and certificate checks (the `hostname` parameter), or why it is not one. */
+export function parseServerName(text: string): string | { problem: string } {
+  const problem = isIP(text) !== 0 ? 'an address is not a server name' : hostProblem(text)
+  if (problem !== undefined) return { problem: `${quote(text)} is not a host name: ${problem}` }
+  return canonicalHost(text)
+}
+
+/** A target as it is written in a config or a URL: host:port, [ipv6]:port, mx:domain:port. */
+export function formatTarget(target: ProbeTarget): string {
+  if (isMxTarget(target)) return `mx:${target.mx}:${target.port}`
   return isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`
 }
 

@@ -17,7 +17,7 @@ import { RESOLVE_METRICS, resolveHost, type Resolved } from './resolve.ts'
 import { IMAP_MECHANISMS, chooseMechanisms, type ImapMechanism } from '../protocol/sasl.ts'
 import { CredentialPolicyError, checkTransport } from './credentials.ts'
 import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
-import type { Target } from '../targets.ts'
+import { tlsName, type Target } from '../targets.ts'
 
 const PROBE_IMAP_AUTH_MECHANISM_USED = legGauge(
   'probe_imap_auth_mechanism_used',
@@ -146,14 +146,14 @@ async function openSession(
   if (settings.tls === 'implicit') {
     const plain = socket
     socket = await phase('tls', () =>
-      startVerifiedTls(plain, target.host, settings.tls_config, ctx.signal, (secure) =>
+      startVerifiedTls(plain, tlsName(target), settings.tls_config, ctx.signal, (secure) =>
         recordTlsMetrics(secure, ctx.registry, labels),
       ),
     )
   }
   return new ImapSession({
     socket,
-    host: target.host,
+    host: tlsName(target),
     port: target.port,
     mode: settings.tls,
     tlsConfig: settings.tls_config,

@@ -12,7 +12,7 @@ import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
 import { POP3_MECHANISMS } from '../protocol/sasl.ts'
 import { planLogin, tryMechanisms } from './credentials.ts'
 import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
-import type { Target } from '../targets.ts'
+import { tlsName, type Target } from '../targets.ts'
 
 export const POP3_PHASES = [
   'resolve',
@@ -103,7 +103,7 @@ export async function openPop3(
   /** The handshake, timed as phase tls; after STLS (the client speaks next), the ticket wait apart. */
   const secure = async (afterStls: boolean) => {
     const start = performance.now()
-    const tls = await phase('tls', () => client.startTls(target.host, settings.tls_config))
+    const tls = await phase('tls', () => client.startTls(tlsName(target), settings.tls_config))
     recordTlsMetrics(tls, ctx.registry, labels)
     await phase.named('tls', async () => {
       if (afterStls) await ticketWait(tls, performance.now() - start, logger)

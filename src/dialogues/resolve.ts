@@ -26,6 +26,23 @@ export interface ResolveOptions {
   dns_server?: string | undefined
 }
 
+/** A resolver of our own for one question: its tries and timeouts end with the probe (cancel at the deadline). */
+async function ask<T>(
+  server: string | undefined,
+  signal: AbortSignal,
+  question: (resolver: Resolver) => Promise<T>,
+): Promise<T> {
+  const resolver = new Resolver({ tries: 2, timeout: 2000 })
+  if (server !== undefined) resolver.setServers([server])
+  const cancel = () => resolver.cancel()
+  signal.addEventListener('abort', cancel, { once: true })
+  try {
+    return await abortable(question(resolver), signal)
+  } finally {
+    signal.removeEventListener('abort', cancel)
+  }
+}
+
 /** One address of `family`: from dns_server when set (A or AAAA, no hosts file), else the system's. */
 async function lookupOne(
   host: string,
@@ -37,21 +54,82 @@ async function lookupOne(
     const answer = await abortable(lookup(host, { family, order: 'verbatim' }), signal)
     return { address: answer.address, all: [answer.address] }
   }
-  // One resolver per lookup: its tries and timeouts end with the probe (cancel at the deadline).
-  const resolver = new Resolver({ tries: 2, timeout: 2000 })
-  resolver.setServers([server])
-  const cancel = () => resolver.cancel()
-  signal.addEventListener('abort', cancel, { once: true })
-  try {
-    const all = await abortable(family === 4 ? resolver.resolve4(host) : resolver.resolve6(host), signal)
-    const address = all[0]
-    if (address === undefined)
-      throw Object.assign(new Error(`no ${family === 4 ? 'A' : 'AAAA'} record`), { code: 'ENODATA' })
-    return { address, all }
-  } finally {
-    signal.removeEventListener('abort', cancel)
-  }
+  const all = await ask(server, signal, (r) => (family === 4 ? r.resolve4(host) : r.resolve6(host)))
+  const address = all[0]
+  if (address === undefined)
+    throw Object.assign(new Error(`no ${family === 4 ? 'A' : 'AAAA'} record`), { code: 'ENODATA' })
+  return { address, all }
 }
+
+/** A mail exchanger: its name (lower case, no trailing dot) and preference. */
+export interface MailExchanger {
+  name: string
+  preference: number
+}
+
+/**
+ * The MX records of a domain, by preference: `implicit` when it has none (RFC 5321 5.1: the domain
+ * itself is then the mail exchanger), `null` for a null MX (RFC 7505: the domain accepts no mail).
+ * MX queries always go to a DNS server (dns_server, else the system's from resolv.conf): there is
+ * no getaddrinfo for them.
+ */
+export async function lookupMx(
+  domain: string,
+  server: string | undefined,
+  signal: AbortSignal,
+): Promise<MailExchanger[] | 'implicit' | 'null'> {
+  let records: { exchange: string; priority: number }[]
+  try {
+    records = await ask(server, signal, (r) => r.resolveMx(domain))
+  } catch (err) {
+    if (!signal.aborted && (err as NodeJS.ErrnoException).code === 'ENODATA') return 'implicit'
+    throw new Error(`cannot look up the MX records of ${domain}: ${describe(err)}`, { cause: err })
+  }
+  const exchangers = records
+    .map((r) => ({ name: r.exchange.toLowerCase().replace(/\.$/, ''), preference: r.priority }))
+    .filter((r) => r.name !== '')
+  if (exchangers.length === 0) return records.length > 0 ? 'null' : 'implicit'
+  exchangers.sort((a, b) => a.preference - b.preference || a.name.localeCompare(b.name))
+  return exchangers.filter((r, i) => exchangers.findIndex((o) => o.name === r.name) === i)
+}
+
+/**
+ * Every address of a host, the preferred family first (IPv4 and IPv6 both; one family only without
+ * ip_protocol_fallback), from dns_server when set, else the system resolver.
+ */
+export async function lookupAddresses(
+  host: string,
+  options: ResolveOptions,
+  signal: AbortSignal,
+): Promise<Resolved[]> {
+  if (isIP(host) !== 0) return [{ address: host, family: isIP(host) as 4 | 6 }]
+  const preferred = options.preferred_ip_protocol === 'ip6' ? 6 : 4
+  const families: (4 | 6)[] = options.ip_protocol_fallback
+    ? [preferred, preferred === 4 ? 6 : 4]
+    : [preferred]
+  const found: Resolved[] = []
+  let lastError: unknown
+  for (const family of families) {
+    try {
+      if (options.dns_server === undefined) {
+        const answers = await abortable(lookup(host, { family, all: true, order: 'verbatim' }), signal)
+        found.push(...answers.map((a) => ({ address: a.address, family })))
+      } else {
+        const answers = await ask(options.dns_server, signal, (r) =>
+          family === 4 ? r.resolve4(host) : r.resolve6(host),
+        )
+        found.push(...answers.map((address) => ({ address, family })))
+      }
+    } catch (err) {
+      if (signal.aborted) throw err
+      lastError = err
+    }
+  }
+  if (found.length === 0) throw new Error(`cannot resolve ${host}: ${describe(lastError)}`)
+  return found
+}
+
+const describe = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code ?? String(err)
 
 export interface Resolved {
   address: string
@@ -96,10 +174,7 @@ export async function resolveHost(
         lastError = err
       }
     }
-    if (!found)
-      throw new Error(
-        `cannot resolve ${host}: ${(lastError as NodeJS.ErrnoException).code ?? String(lastError)}`,
-      )
+    if (!found) throw new Error(`cannot resolve ${host}: ${describe(lastError)}`)
     resolved = found
   }
   setGauge(ctx.registry, PROBE_DNS_LOOKUP_TIME_SECONDS, (performance.now() - start) / 1000, labels)

@@ -14,7 +14,7 @@ import { customAuth } from '../protocol/smtp-auth.ts'
 import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
 import { SmtpSession, type SmtpPhase } from '../protocol/smtp-session.ts'
 import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
-import type { Target } from '../targets.ts'
+import { tlsName, type Target } from '../targets.ts'
 
 export const SMTP_PHASES: readonly SmtpPhase[] = [
   'resolve',
@@ -154,13 +154,13 @@ async function attempt(
   if (mode === 'implicit') {
     const plain = socket
     socket = await phase('tls', () =>
-      startVerifiedTls(plain, target.host, settings.tls_config, signal, (secure) => facts.tls(secure)),
+      startVerifiedTls(plain, tlsName(target), settings.tls_config, signal, (secure) => facts.tls(secure)),
     )
   }
 
   const session = new SmtpSession({
     socket,
-    host: target.host,
+    host: tlsName(target),
     secured: mode === 'implicit',
     mode,
     tlsConfig: settings.tls_config,

@@ -11,7 +11,9 @@ import {
   type StateDeps,
 } from '../prober.ts'
 import { moduleFields, type CredentialLeg } from '../settings.ts'
-import { parseTarget, type Target } from '../targets.ts'
+import type { ResolveOptions } from '../dialogues/resolve.ts'
+import { MX_DEFAULTS, MX_METRICS, type MxPlan } from '../mx.ts'
+import { parseProbeTarget, type ProbeTarget, type Target } from '../targets.ts'
 import { imapProber } from './imap/index.ts'
 import { pop3Prober } from './pop3/index.ts'
 import { roundtripProber } from './roundtrip/index.ts'
@@ -24,7 +26,7 @@ type ModuleOfDefinition<D> = D extends { name: infer N extends string; settings:
   ? ModuleOf<N, z.output<S>>
   : never
 /** A module as loaded: the keys every module has, `prober`, its section, and `fixed_target` parsed. */
-export type Module = ModuleOfDefinition<Definition> & { fixed_target?: Target | undefined }
+export type Module = ModuleOfDefinition<Definition> & { fixed_target?: ProbeTarget | undefined }
 export type ProberName = Definition['name']
 
 // One place that forgets the link between a module's `prober` and its definition's types.
@@ -86,6 +88,25 @@ export function defaultPort(module: Module | ModuleOfDefinition<Definition>): nu
   return definitionOf(module).defaultPort(sectionOf(module))
 }
 
+/** Whether the module's prober speaks to mail exchangers, so that `mx:domain` targets are for it. */
+export function probesMailExchangers(module: { prober: string }): boolean {
+  return definitionOf(module).mailExchangers === true
+}
+
+/** How the module probes mx: targets: its mx section, and how its protocol section resolves names. */
+export function mxPlanOf(module: Module): MxPlan {
+  const section = sectionOf(module) as Partial<ResolveOptions>
+  return {
+    settings: module.mx ?? MX_DEFAULTS,
+    resolve: {
+      preferred_ip_protocol: section.preferred_ip_protocol ?? 'ip4',
+      ip_protocol_fallback: section.ip_protocol_fallback ?? true,
+      dns_server: section.dns_server,
+    },
+    allowedTargets: module.allowed_targets,
+  }
+}
+
 function credentialLegs(module: { prober: string }): CredentialLeg[] {
   return definitionOf(module).credentialLegs(sectionOf(module))
 }
@@ -113,7 +134,7 @@ function withDefaults(m: Omit<Loaded, 'min_interval'> & { min_interval?: number 
   const module = { ...m, min_interval: m.min_interval ?? fallback } as Loaded
   if (m.target === undefined) return module
   // Checked in superRefine: a fixed target parses.
-  const fixed = parseTarget(m.target, defaultPort(module))
+  const fixed = parseProbeTarget(m.target, defaultPort(module))
   return typeof fixed === 'string' ? module : { ...module, fixed_target: fixed }
 }
 
@@ -140,8 +161,10 @@ export const ModuleSchema = z
       )
     if (m.target !== undefined) {
       // A fixed target is the module's only allowed target: it must parse, or nothing would be checked.
-      const parsed = parseTarget(m.target, defaultPort(m))
+      const parsed = parseProbeTarget(m.target, defaultPort(m))
       if (typeof parsed === 'string') issue(['target'], parsed)
+      else if ('mx' in parsed && !probesMailExchangers(m))
+        issue(['target'], `mx: targets are for probers that speak to mail exchangers (smtp), not ${m.prober}`)
       if (m.allowed_targets !== undefined)
         issue(['allowed_targets'], 'give `target` (one fixed target) or `allowed_targets`, not both')
     }
@@ -151,6 +174,8 @@ export const ModuleSchema = z
           [...leg.path, 'tls'],
           'tls: none would send the password in the clear: set auth.allow_plaintext: true to allow that',
         )
+    if (m.mx !== undefined && !probesMailExchangers(m))
+      issue(['mx'], `mx applies to mx: targets, which are for smtp modules, not ${m.prober}`)
     definitionOf(m).check?.(m, issue)
   })
   .transform((m) => withDefaults(m as unknown as Loaded))
@@ -161,6 +186,9 @@ export const ModuleSchema = z
  */
 export const PROBE_CATALOGUE: readonly MetricDef[] = [
   ...new Map(
-    [...PROBE_METRICS, ...PROBERS.flatMap((d): readonly MetricDef[] => d.metrics)].map((m) => [m.name, m]),
+    [...PROBE_METRICS, ...PROBERS.flatMap((d): readonly MetricDef[] => d.metrics), ...MX_METRICS].map((m) => [
+      m.name,
+      m,
+    ]),
   ).values(),
 ]

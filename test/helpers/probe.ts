@@ -22,7 +22,12 @@ export interface ProbeOutcome {
 export async function probe(
   moduleYaml: string,
   target: string | undefined,
-  options: { scrapeTimeout?: string; roundtripStates?: RoundtripStates; moduleName?: string } = {},
+  options: {
+    scrapeTimeout?: string
+    roundtripStates?: RoundtripStates
+    moduleName?: string
+    hostname?: string
+  } = {},
 ): Promise<ProbeOutcome> {
   const body = moduleYaml
     .replace(/^\n+/, '')
@@ -39,6 +44,7 @@ export async function probe(
       moduleName: name,
       module,
       target,
+      hostname: options.hostname,
       scrapeTimeout: options.scrapeTimeout,
       debug: false,
       openMetrics: false,

@@ -1,5 +1,16 @@
-// The real Postfix + Dovecot started by scripts/with-mailstack.sh (ports, CA, users).
+// The real Postfix + Dovecot + dnsmasq started by scripts/with-mailstack.sh (ports, CA, users, DNS, MX hosts).
 import { join } from 'node:path'
+
+/** One MX host of `mx.domain`: its Postfix service listens on ports.smtp at every address. */
+export interface MxHost {
+  /** The MX exchange, its banner and EHLO name (`220 <name> ESMTP mailprobe test`), its certificate's only SAN. */
+  name: string
+  preference: number
+  /** Its A records, then its AAAA records, as the stack's DNS serves them. */
+  addresses: string[]
+  /** Signed by `ca` either way; false: expired (valid 2020-01-01 to 2020-01-02 only). */
+  certValid: boolean
+}
 
 export interface MailStack {
   dir: string
@@ -12,6 +23,24 @@ export interface MailStack {
     imaps: number
     pop3: number
     pop3s: number
+    /** dnsmasq, UDP and TCP, on 127.0.0.1. */
+    dns: number
+  }
+  /**
+   * The stack's DNS server as `host:port` (for `Resolver.setServers`). It answers only from the
+   * records of `mx` (and `mail.test A 127.0.0.1`) and never forwards: every other name is NXDOMAIN.
+   */
+  dns: string
+  mx: {
+    /** MX records for `hosts`; its own A record is 127.0.0.1. */
+    domain: string
+    /** In preference order. */
+    hosts: MxHost[]
+    /** No MX record, one A record (RFC 5321 implicit MX): `fallbackAddress`, i.e. the stack's own mail.test. */
+    fallbackDomain: string
+    fallbackAddress: string
+    /** One MX record, preference 0, exchange "." (RFC 7505 null MX); no other records. */
+    nullMxDomain: string
   }
   users: { probe: [string, string]; alice: [string, string]; spam: [string, string] }
   /** Accepted by Postfix and silently discarded. */
@@ -35,6 +64,18 @@ export function mailStack(): MailStack {
       imaps: base + 993,
       pop3: base + 110,
       pop3s: base + 995,
+      dns: base + 53,
+    },
+    dns: `127.0.0.1:${base + 53}`,
+    mx: {
+      domain: 'mail.test',
+      hosts: [
+        { name: 'mx1.mail.test', preference: 10, addresses: ['127.0.0.2', '::1'], certValid: true },
+        { name: 'mx2.mail.test', preference: 20, addresses: ['127.0.0.3'], certValid: false },
+      ],
+      fallbackDomain: 'fallback.test',
+      fallbackAddress: '127.0.0.1',
+      nullMxDomain: 'nullmx.test',
     },
     users: {
       probe: ['probe@mail.test', 'probe-secret'],

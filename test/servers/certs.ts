@@ -169,3 +169,8 @@ export function certs(): CertSet {
   }
   return cached
 }
+
+/** A leaf for `name` only (DNS:name), signed by the test CA of certs(). */
+export function leafFor(name: string): { cert: Buffer; key: Buffer } {
+  return leaf(certs().dir, name, `DNS:${name}`)
+}

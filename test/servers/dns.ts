@@ -1,5 +1,5 @@
-// A tiny authoritative DNS server over UDP for unit tests: A and AAAA answers from a table, NXDOMAIN for
-// other names, and every question it was asked.
+// A tiny authoritative DNS server over UDP for unit tests: A, AAAA and MX answers from a table, NXDOMAIN
+// for other names, and every question it was asked.
 import { createSocket } from 'node:dgram'
 import { isIPv6 } from 'node:net'
 import type { TestContext } from 'node:test'
@@ -11,7 +11,39 @@ export interface DnsServer {
   questions: string[]
 }
 
-const TYPES: Record<number, 'A' | 'AAAA'> = { 1: 'A', 28: 'AAAA' }
+const TYPES: Record<number, 'A' | 'AAAA' | 'MX'> = { 1: 'A', 28: 'AAAA', 15: 'MX' }
+
+/** A mail exchanger record; exchange '.' is a null MX (RFC 7505). */
+export interface MxRecord {
+  preference: number
+  exchange: string
+}
+
+export interface DnsRecords {
+  A?: string[]
+  AAAA?: string[]
+  MX?: MxRecord[]
+}
+
+/** A name in wire format (no compression). */
+function wireName(name: string): Buffer {
+  const labels = name === '.' ? [] : name.replace(/\.$/, '').split('.')
+  return Buffer.concat([
+    ...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])),
+    Buffer.from([0]),
+  ])
+}
+
+function rdata(type: 'A' | 'AAAA' | 'MX', value: string | MxRecord): Buffer {
+  if (typeof value !== 'string') {
+    const preference = Buffer.alloc(2)
+    preference.writeUInt16BE(value.preference, 0)
+    return Buffer.concat([preference, wireName(value.exchange)])
+  }
+  return type === 'AAAA' || isIPv6(value) ? ipv6Bytes(value) : Buffer.from(value.split('.').map(Number))
+}
+
+const TYPE_CODES = { A: 1, AAAA: 28, MX: 15 } as const
 
 function ipv6Bytes(address: string): Buffer {
   const [head = '', tail = ''] = address.split('::')
@@ -24,10 +56,7 @@ function ipv6Bytes(address: string): Buffer {
   return Buffer.from(groups.flatMap((g) => [parseInt(g, 16) >> 8, parseInt(g, 16) & 0xff]))
 }
 
-export async function dnsServer(
-  t: TestContext,
-  records: Record<string, { A?: string[]; AAAA?: string[] }>,
-): Promise<DnsServer> {
+export async function dnsServer(t: TestContext, records: Record<string, DnsRecords>): Promise<DnsServer> {
   const socket = createSocket('udp4')
   const questions: string[] = []
   socket.on('message', (query, peer) => {
@@ -43,13 +72,12 @@ export async function dnsServer(
     const name = labels.join('.').toLowerCase()
     questions.push(`${name} ${type ?? query.readUInt16BE(at + 1)}`)
     const entry = records[name]
-    const addresses = entry && type ? (entry[type] ?? []) : []
-    const answers = addresses.map((address) => {
-      const data =
-        type === 'AAAA' || isIPv6(address) ? ipv6Bytes(address) : Buffer.from(address.split('.').map(Number))
+    const values: (string | MxRecord)[] = entry && type ? (entry[type] ?? []) : []
+    const answers = values.map((value) => {
+      const data = rdata(type ?? 'A', value)
       const rr = Buffer.alloc(12)
       rr.writeUInt16BE(0xc00c, 0) // the name: a pointer to the question's
-      rr.writeUInt16BE(type === 'AAAA' ? 28 : 1, 2)
+      rr.writeUInt16BE(TYPE_CODES[type ?? 'A'], 2)
       rr.writeUInt16BE(1, 4) // IN
       rr.writeUInt32BE(60, 6)
       rr.writeUInt16BE(data.length, 10)

@@ -35,7 +35,7 @@ export interface ScriptedServer {
 export async function scriptedServer(
   t: TestContext | undefined,
   script: (c: ScriptConnection) => Promise<void>,
-  options: { implicitTls?: { cert: Buffer; key: Buffer }; host?: string } = {},
+  options: { implicitTls?: { cert: Buffer; key: Buffer }; host?: string; port?: number } = {},
 ): Promise<ScriptedServer> {
   const sockets = new Set<net.Socket>()
   const state: ScriptedServer = {
@@ -143,7 +143,7 @@ export async function scriptedServer(
     : net.createServer(onConnection)
   server.on('tlsClientError', () => undefined)
   server.on('error', () => undefined)
-  await new Promise<void>((resolve) => server.listen(0, options.host ?? '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, options.host ?? '127.0.0.1', resolve))
   state.port = (server.address() as net.AddressInfo).port
   t?.after(() => state.close())
   return state

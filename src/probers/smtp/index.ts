@@ -10,6 +10,7 @@ export const smtpProber = defineProber({
   defaultPort: (smtp) => wellKnownPort.smtp(smtp.tls),
   credentialLegs: (smtp) => credentialLeg(['smtp'], smtp),
   sendsMail: (smtp) => smtp.send !== undefined,
+  mailExchangers: true,
   metrics: SMTP_DIALOGUE_METRICS,
   async probe(target, module, ctx) {
     const send = module.smtp.send
