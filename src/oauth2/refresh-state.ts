@@ -1,8 +1,8 @@
 // The rotated refresh token of one OAuth2 client, kept in a small JSON file (mode 0600, written atomically) so
 // that a restart goes on with the newest one instead of the configured one, which the endpoint may have revoked.
-import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { errorCode, writeJsonDurably } from '../durable.ts'
 
 const VERSION = 1
 
@@ -35,8 +35,6 @@ export type LoadedState =
   | { status: 'used'; refreshToken: string }
   | { status: 'other_owner' }
   | { status: 'unreadable'; problem: string }
-
-const errorCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code
 
 /** The refresh token persisted for `owner`, if the file exists, parses and is theirs. */
 export async function loadRefreshState(file: string, owner: RefreshOwner): Promise<LoadedState> {
@@ -77,34 +75,5 @@ export async function saveRefreshState(file: string, owner: RefreshOwner, refres
     refresh_token: refreshToken,
     updated_at: now.toISOString(),
   }
-  const dir = dirname(file)
-  await mkdir(dir, { recursive: true, mode: 0o700 })
-  const temp = `${file}.${String(process.pid)}.${randomBytes(6).toString('hex')}.tmp`
-  try {
-    const handle = await open(temp, 'wx', 0o600)
-    try {
-      await handle.writeFile(`${JSON.stringify(state, null, 2)}\n`)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await rename(temp, file)
-  } catch (err) {
-    await unlink(temp).catch(() => undefined)
-    throw err
-  }
-  await syncDir(dir)
-}
-
-/** fsync of the directory, so that the rename survives a crash; file systems that cannot are skipped. */
-async function syncDir(dir: string) {
-  let handle
-  try {
-    handle = await open(dir, 'r')
-    await handle.sync()
-  } catch (err) {
-    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EPERM', 'EBADF'].includes(errorCode(err) ?? '')) throw err
-  } finally {
-    await handle?.close()
-  }
+  await writeJsonDurably(file, state, 0o700)
 }

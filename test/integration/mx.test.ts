@@ -3,7 +3,6 @@
 // expired one). Every host and address is probed and labelled; /sd lists them; the one-shot command
 // prints the waterfall and exits 0, 1 or 2.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,7 +10,7 @@ import { test } from 'node:test'
 import { parseConfig } from '../../src/config.ts'
 import { silentLogger } from '../../src/logger.ts'
 import { discoverMailExchangers } from '../../src/sd.ts'
-import { ROOT } from '../helpers/dashboards.ts'
+import { runProbeCommand } from '../helpers/oneshot.ts'
 import { probe } from '../helpers/probe.ts'
 import { mailStack } from '../helpers/stack.ts'
 
@@ -104,20 +103,7 @@ test('mx (dnsmasq + Postfix): /sd lists the hosts, or every address with the hos
   assert.equal(one.value('probe_success'), 1, one.debug)
 })
 
-/** Runs the one-shot command as a user would. */
-function oneShot(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'probe', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const oneShot = runProbeCommand
 
 test('mx (dnsmasq + Postfix): the one-shot command prints each host in the waterfall and exits 1, 0 or 2', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mailprobe-mx-'))

@@ -3,39 +3,16 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { deflateSync } from 'node:zlib'
-import type { AddressInfo } from 'node:net'
 import { after, before, test, type TestContext } from 'node:test'
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core'
-import { parseConfig } from '../../src/config.ts'
-import { createExporterMetrics } from '../../src/exporter-metrics.ts'
-import { History } from '../../src/history.ts'
-import { silentLogger } from '../../src/logger.ts'
-import { ProberStates } from '../../src/probers/index.ts'
-import { createApp } from '../../src/server.ts'
+import { startExporter } from '../helpers/exporter.ts'
 import { decodePng, pixel, type Image } from '../helpers/png.ts'
 import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** The exporter's HTTP server on port 0, as test/unit/server.test.ts starts it. */
-async function start(t: TestContext, yaml: string) {
-  const config = parseConfig(yaml, 'test.yml')
-  const state = {
-    version: '9.9.9',
-    config: () => config,
-    reload: () => Promise.resolve(undefined as string | undefined),
-    logger: silentLogger,
-    history: new History(),
-    metrics: createExporterMetrics('9.9.9'),
-    timeoutOffset: 0.5,
-    states: new ProberStates(),
-  }
-  const server = createApp(state).listen(0, '127.0.0.1')
-  await new Promise((resolve) => server.once('listening', resolve))
-  t.after(() => server.close())
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+const start = async (t: TestContext, yaml: string) => (await startExporter(t, yaml)).base
 
 /** The greeting after 40 ms, then the EHLO reply after 150 ms: ehlo is the longest step by far. */
 async function slowGreeting(c: ScriptConnection, ehloReply: string) {

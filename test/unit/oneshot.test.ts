@@ -2,12 +2,11 @@
 // TLS facts, mechanisms and verdict for a person, JSON with --json, and exit status 0, 1 or 2.
 /* eslint-disable no-control-regex -- ANSI colour codes (ESC [) are what some of these tests look for */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { ROOT } from '../helpers/dashboards.ts'
+import { runProbeCommand } from '../helpers/oneshot.ts'
 import { certs } from '../servers/certs.ts'
 import { scriptedServer } from '../servers/scripted.ts'
 import { smtpScript } from '../servers/smtp.ts'
@@ -36,20 +35,7 @@ function configFile(): string {
   return file
 }
 
-/** Runs the command as a user would; resolves with its exit status and output. */
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'probe', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const run = runProbeCommand
 
 test('probe command: a successful probe prints transcript, waterfall, TLS, mechanisms and OK, exit 0', async (t) => {
   const server = await scriptedServer(t, smtpScript())

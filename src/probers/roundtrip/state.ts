@@ -16,11 +16,12 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs'
-import { mkdir, open, readFile, rename, unlink, utimes } from 'node:fs/promises'
+import { readFile, unlink, utimes } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Registry } from 'prom-client'
 import { z } from 'zod'
+import { errorCode, syncDirSync, tempName, writeJsonDurably } from '../../durable.ts'
 import { roundtripStateResetCounter } from '../../exporter-metrics.ts'
 import { silentLogger, type Logger } from '../../logger.ts'
 
@@ -57,10 +58,7 @@ const emptyRoute = (): RouteState => ({ inflight: [], lost: 0, swept: 0 })
 const emptyContent = (): FileContent => ({ version: VERSION, routes: {} })
 
 /** A temp file next to `file`: pid alone is not unique (every container's process is pid 1 on a shared volume). */
-const tempName = (file: string) => `${file}.${String(process.pid)}.${randomBytes(6).toString('hex')}.tmp`
 const TEMP_PATTERN = /^\.\d+\.[0-9a-f]{12}\.tmp$/
-
-const errorCode = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code
 
 /** What is wrong with a state file's text, or its content. */
 function parseState(text: string): { content: FileContent } | { problem: string } {
@@ -86,31 +84,6 @@ function parseState(text: string): { content: FileContent } | { problem: string 
         .join('; '),
     }
   return { content: result.data }
-}
-
-/** fsync of a directory, so that a rename in it survives a crash; file systems that cannot are skipped. */
-function syncDirSync(dir: string) {
-  let fd: number | undefined
-  try {
-    fd = openSync(dir, 'r')
-    fsyncSync(fd)
-  } catch (err) {
-    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EPERM', 'EBADF'].includes(errorCode(err) ?? '')) throw err
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
-}
-
-async function syncDir(dir: string) {
-  let handle
-  try {
-    handle = await open(dir, 'r')
-    await handle.sync()
-  } catch (err) {
-    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EPERM', 'EBADF'].includes(errorCode(err) ?? '')) throw err
-  } finally {
-    await handle?.close()
-  }
 }
 
 /** Writes a new file (never an existing one) and fsyncs it. */
@@ -414,23 +387,7 @@ export class RoundtripStateFile {
   async #save(content: FileContent) {
     if (this.file === undefined) return
     if (this.#lock?.lost) throw new Error(`state file ${this.file}: another exporter took its lock`)
-    const dir = dirname(this.file)
-    await mkdir(dir, { recursive: true })
-    const tmp = tempName(this.file)
-    try {
-      const handle = await open(tmp, 'wx', 0o600)
-      try {
-        await handle.writeFile(JSON.stringify(content, null, 2) + '\n')
-        await handle.sync() // the data is on disk before the rename makes it the state
-      } finally {
-        await handle.close()
-      }
-      await rename(tmp, this.file) // atomic: a crash leaves the old file or the new one, never half of one
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined)
-      throw err
-    }
-    await syncDir(dir) // the rename itself survives a crash
+    await writeJsonDurably(this.file, content)
   }
 
   /** A copy of the route's state (no lock held: the caller searches the mailbox with it). */
