@@ -5,7 +5,8 @@
 #   mailstack.sh start    DIR   install packages if missing, (re)write configs, start
 #   mailstack.sh stop     DIR   stop the daemons via their own pid files
 #   mailstack.sh status   DIR   show pids and listening ports
-#   mailstack.sh selftest DIR   end-to-end check (SMTP submit -> LMTP -> IMAP/POP3, DNS, MX hosts)
+#   mailstack.sh selftest DIR   end-to-end check (SMTP submit -> LMTP -> IMAP/POP3, DNS, MX hosts,
+#                               OAuth mechanisms offered and unknown tokens refused)
 #
 # Postfix (separate instance: config_directory, queue_directory, data_directory
 # all under DIR) + Dovecot (dovecot -c DIR/dovecot.conf) + dnsmasq (dnsmasq -C
@@ -22,7 +23,7 @@
 #         its own name and presenting its own certificate (see TLS):
 #           127.0.0.2:10025 and [::1]:10025  mx1.mail.test
 #           127.0.0.3:10025                  mx2.mail.test (expired certificate)
-#   10587 submission (STARTTLS required, AUTH PLAIN/LOGIN/CRAM-MD5 via Dovecot)
+#   10587 submission (STARTTLS required, AUTH PLAIN/LOGIN/CRAM-MD5/XOAUTH2/... via Dovecot)
 #   10465 submissions (implicit TLS, same AUTH)
 #   10143 IMAP (STARTTLS)   10993 IMAPS
 #   10110 POP3 (STLS)       10995 POP3S
@@ -35,19 +36,35 @@
 #           fallback.test  A 127.0.0.1, no MX (RFC 5321 implicit MX)
 #           nullmx.test    MX 0 "." (RFC 7505 null MX), nothing else
 #         (TTL 0; PTR records for the first name of each address come with them)
+#   10443 OAuth2 token introspection (RFC 7662), https://127.0.0.1:10443/introspect:
+#         NOT served by the stack. Dovecot's oauth2 passdb asks it about every
+#         XOAUTH2/OAUTHBEARER token; a test runs the endpoint there (with
+#         tls/oauth2.crt, test/servers/token-endpoint.ts). While nothing
+#         listens, OAuth logins fail at once (a stalled endpoint: after 2 s),
+#         and nothing else is affected.
 # Users (Dovecot passwd-file, {PLAIN} so that CRAM-MD5, APOP and SCRAM work):
 #   probe@mail.test / probe-secret
 #   alice@mail.test / alice-secret
 #   spam@mail.test  / spam-secret   (a Sieve rule files mail with
 #                                    "X-Spam-Flag: YES" into Junk, for all users)
 #   void@mail.test  accepted by Postfix and discarded: mail to it never arrives
+#   oauth@mail.test has a mailbox but no password login (random password,
+#                   nologin): it logs in by bearer token only, a token whose
+#                   introspection answers active=true, username=oauth@mail.test
 # SASL mechanisms: PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 (+ APOP for POP3)
-# TLS: DIR/tls/ca.crt is the CA to trust (it signs all three certificates);
+#   checked against the users file, and XOAUTH2 OAUTHBEARER checked only by
+#   introspection (Dovecot's oauth2 passdb, DIR/dovecot-oauth2.conf.ext): a
+#   token never reaches the users file, a password never the endpoint. All of
+#   them on IMAP, POP3 and (Postfix asks Dovecot) submission.
+# TLS: DIR/tls/ca.crt is the CA to trust (it signs all four certificates);
 #   server.crt  mail.test, localhost and IP 127.0.0.1 (all 127.0.0.1 services)
 #   mx1.crt     DNS:mx1.mail.test only, valid for 825 days from start
 #   mx2.crt     DNS:mx2.mail.test only, valid 2020-01-01 to 2020-01-02: expired
+#   oauth2.crt  IP 127.0.0.1 and localhost, for the introspection endpoint
+#               (oauth2.key, oauth2-chain.crt); Dovecot trusts only ca.crt there
 # Env (read by "start", remembered in DIR/ports.env):
-#   MAILSTACK_PORT_BASE=10000   ports are base + standard port number
+#   MAILSTACK_PORT_BASE=10000   ports are base + standard port number (443:
+#                               introspection; ports.env also names it)
 #   MAILSTACK_PROFILE=realistic default-like daemons; "fast" = Dovecot login
 #                               high-performance mode + Postfix capped at
 #                               TLS 1.2 (see write_dovecot/write_postfix)
@@ -67,6 +84,8 @@ PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot
 # only SAN of its certificate. Their addresses must be local (see check_loopback).
 MX1=mx1.$DOMAIN MX1_ADDRS=(127.0.0.2 ::1)
 MX2=mx2.$DOMAIN MX2_ADDRS=(127.0.0.3)
+# Logs in by OAuth2 bearer token only (see write_dovecot)
+OAUTH_USER=oauth@$DOMAIN
 
 die() { echo "mailstack: $*" >&2; exit 1; }
 log() { echo "mailstack: $*" >&2; }
@@ -103,6 +122,8 @@ SMTP_PORT=$((PORT_BASE + 25)) SUBMISSION_PORT=$((PORT_BASE + 587)) SMTPS_PORT=$(
 IMAP_PORT=$((PORT_BASE + 143)) IMAPS_PORT=$((PORT_BASE + 993))
 POP3_PORT=$((PORT_BASE + 110)) POP3S_PORT=$((PORT_BASE + 995)) LMTP_PORT=$((PORT_BASE + 24))
 DNS_PORT=$((PORT_BASE + 53))
+# not ours to listen on: the test's introspection endpoint (header)
+INTROSPECTION_PORT=$((PORT_BASE + 443))
 MAIL_PORTS="$SMTP_PORT $SUBMISSION_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT $POP3_PORT $POP3S_PORT $LMTP_PORT"
 ALL_PORTS="$MAIL_PORTS $DNS_PORT"
 
@@ -210,9 +231,13 @@ make_tls() {
   mkdir -p "$TLS"
   [[ -s $TLS/server.crt && -s $TLS/server.key && -s $TLS/ca.crt ]] || make_ca_and_server
   # newer than ca.crt = signed by this CA (a new CA re-issues them)
-  [[ $TLS/mx1.crt -nt $TLS/ca.crt && -s $TLS/mx1.key ]] || make_mx_cert mx1 "$MX1" -days 825
+  [[ $TLS/mx1.crt -nt $TLS/ca.crt && -s $TLS/mx1.key ]] || make_cert mx1 "$MX1" "DNS:$MX1" -days 825
   [[ $TLS/mx2.crt -nt $TLS/ca.crt && -s $TLS/mx2.key ]] ||
-    make_mx_cert mx2 "$MX2" -startdate 20200101000000Z -enddate 20200102000000Z
+    make_cert mx2 "$MX2" "DNS:$MX2" -startdate 20200101000000Z -enddate 20200102000000Z
+  # the introspection endpoint's: Dovecot's HTTP client checks the IP SAN
+  # against the URL's 127.0.0.1
+  [[ $TLS/oauth2.crt -nt $TLS/ca.crt && -s $TLS/oauth2.key ]] ||
+    make_cert oauth2 localhost "IP:127.0.0.1,DNS:localhost" -days 825
 }
 
 make_ca_and_server() {
@@ -237,13 +262,14 @@ make_ca_and_server() {
   )
 }
 
-# An MX host's certificate: TLS/NAME.{key,crt,-chain.crt}, SAN DNS:HOST only.
-# "openssl ca", not "x509 -req": OpenSSL 3.0's x509 cannot set start/end
-# dates, and mx2's certificate must be expired from the start.
-make_mx_cert() {  # name host openssl-ca-validity-args...
-  local name=$1 host=$2 out
-  shift 2
-  log "generating $host certificate ($*) in $TLS"
+# A leaf certificate signed by the CA: TLS/NAME.{key,crt,-chain.crt}, CN=CN,
+# SAN only SAN (an MX host's: DNS:HOST alone). "openssl ca", not "x509
+# -req": OpenSSL 3.0's x509 cannot set start/end dates, and mx2's
+# certificate must be expired from the start.
+make_cert() {  # name cn san openssl-ca-validity-args...
+  local name=$1 cn=$2 san=$3 out
+  shift 3
+  log "generating $name certificate for $san ($*) in $TLS"
   cat >"$TLS/ca.cnf" <<EOF
 # generated by mailstack.sh: just enough for "openssl ca"
 [ ca ]
@@ -263,7 +289,7 @@ copy_extensions = none
 organizationName = optional
 commonName = supplied
 EOF
-  printf '%s\n' "subjectAltName=DNS:$host" \
+  printf '%s\n' "subjectAltName=$san" \
     "basicConstraints=critical,CA:FALSE" \
     "keyUsage=critical,digitalSignature,keyEncipherment" \
     "extendedKeyUsage=serverAuth" >"$TLS/$name.ext"
@@ -273,10 +299,10 @@ EOF
     cd "$TLS"
     umask 077
     openssl req -new -newkey rsa:2048 -nodes -sha256 \
-      -keyout "$name.key" -out "$name.csr" -subj "/O=mailprobe test/CN=$host" 2>&1 &&
+      -keyout "$name.key" -out "$name.csr" -subj "/O=mailprobe test/CN=$cn" 2>&1 &&
     openssl ca -batch -notext -config ca.cnf -extfile "$name.ext" "$@" \
       -in "$name.csr" -out "$name.crt" 2>&1
-  ) || die "cannot issue the $host certificate: $out"
+  ) || die "cannot issue the $name certificate: $out"
   cat "$TLS/$name.crt" "$TLS/ca.crt" >"$TLS/$name-chain.crt"
   chmod 644 "$TLS/$name.crt" "$TLS/$name-chain.crt"
 }
@@ -292,7 +318,11 @@ write_dovecot() {
     # user:{PLAIN}password  (plaintext-retrievable, needed for CRAM-MD5)
     echo "$name:{PLAIN}${u#*:}" >>"$DIR/dovecot/users"
   done
+  # The OAuth user: listed, so it has a mailbox and Postfix takes mail for it,
+  # but no password works (a random one, and nologin refuses even that).
+  echo "$OAUTH_USER:{PLAIN}$(openssl rand -hex 16)::::::nologin" >>"$DIR/dovecot/users"
   chown root:dovecot "$DIR/dovecot/users"; chmod 640 "$DIR/dovecot/users"
+  write_dovecot_oauth2
   local uid gid PENALTY_BLOCK="" LOGIN_TUNING=""
   # "realistic": Dovecot's default high-security login mode (a fresh
   # imap-login/pop3-login process, with its own TLS setup, per connection:
@@ -330,10 +360,20 @@ ssl_min_protocol = TLSv1.2
 
 # test setup: plaintext auth allowed without TLS
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop xoauth2 oauthbearer
+# Each passdb only for its own mechanisms. Without the first filter a bearer
+# token would be compared with the users' passwords (XOAUTH2 hands the token
+# to every passdb as the "password"); without the second a password would be
+# sent to the introspection endpoint. "none": lookups without a login.
 passdb {
   driver = passwd-file
+  mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop none
   args = scheme=PLAIN username_format=%u $DIR/dovecot/users
+}
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $DIR/dovecot-oauth2.conf.ext
 }
 userdb {
   driver = static
@@ -436,6 +476,30 @@ SIEVE
   doveconf -c "$DC_CONF" -n >/dev/null || die "dovecot config invalid"
 }
 
+# The oauth2 passdb: every XOAUTH2/OAUTHBEARER token is checked by an RFC 7662
+# POST to the test's endpoint (no tokeninfo_url: introspection alone decides).
+# The endpoint answers {"active":true,"username":...,"email":...}; the user
+# the client names must equal "username". No auth cache (Dovecot's default),
+# so a revoked token fails at once. The low timeout bounds a stalled
+# endpoint; the auth process waits for it asynchronously, so other logins
+# go on meanwhile, and a closed port fails at once.
+write_dovecot_oauth2() {
+  cat >"$DIR/dovecot-oauth2.conf.ext" <<EOF
+# generated by mailstack.sh - do not edit, rewritten on every start
+introspection_mode = post
+introspection_url = https://127.0.0.1:$INTROSPECTION_PORT/introspect
+username_attribute = username
+active_attribute = active
+active_value = true
+# the stack's CA only (tls/oauth2.crt is what the endpoint should serve)
+tls_ca_cert_file = $TLS/ca.crt
+timeout_msecs = 2000
+# (debug = yes logs each step of Dovecot's HTTP client)
+debug = no
+EOF
+  chown root:dovecot "$DIR/dovecot-oauth2.conf.ext"; chmod 640 "$DIR/dovecot-oauth2.conf.ext"
+}
+
 # ---------------------------------------------------------------- Postfix
 write_postfix() {
   mkdir -p "$PF_CONF" "$PF_QUEUE" "$DIR/postfix/data" "$LOGS"
@@ -451,6 +515,7 @@ write_postfix() {
   [[ $PROFILE == fast ]] && PF_TLS_PROTOCOLS=">=TLSv1.2, <=TLSv1.2"
   : >"$PF_CONF/vmailbox"
   for u in "${USERS[@]}"; do echo "${u%%:*} OK" >>"$PF_CONF/vmailbox"; done
+  echo "$OAUTH_USER OK" >>"$PF_CONF/vmailbox"
   echo "void@$DOMAIN OK" >>"$PF_CONF/vmailbox"
   echo "void@$DOMAIN discard:mail to void is dropped" >"$PF_CONF/transport"
   cat >"$PF_CONF/main.cf" <<EOF
@@ -614,7 +679,10 @@ do_start() {
     port_in_use "$DNS_PORT" -tu &&
       die "port $DNS_PORT (DNS, UDP or TCP) is already in use by another process; set MAILSTACK_PORT_BASE"
   fi
-  printf 'PORT_BASE=%s\nPROFILE=%s\n' "$PORT_BASE" "$PROFILE" >"$DIR/ports.env"
+  # INTROSPECTION_PORT is derived from PORT_BASE again on reading; it is
+  # written for whoever else reads the file
+  printf 'PORT_BASE=%s\nPROFILE=%s\nINTROSPECTION_PORT=%s\n' "$PORT_BASE" "$PROFILE" \
+    "$INTROSPECTION_PORT" >"$DIR/ports.env"
   if pid=$(pid_alive "$DC_PID" '^dovecot$'); then
     log "dovecot already running (pid $pid)"
   else
@@ -695,6 +763,13 @@ smtp_greets() {  # address name -> the SMTP_PORT service there greets as name an
   grep -q "^<-  220 $2 ESMTP mailprobe test" <<<"$out"
 }
 
+oauth_refused() {  # curl-args... -> curl logs in by an unknown bearer token and is denied (rc 67)
+  local rc=0
+  timeout 15 curl -s --cacert "$TLS/ca.crt" -u "$OAUTH_USER:" --oauth2-bearer selftest-unknown-token \
+    "$@" >/dev/null 2>&1 || rc=$?
+  [[ $rc -eq 67 ]]
+}
+
 # End-to-end check. Every command here is plain swaks/curl/dig/openssl and
 # can be copied to a shell (CA=DIR/tls/ca.crt).
 do_selftest() {
@@ -752,6 +827,20 @@ do_selftest() {
   t "imap: alice got the port-$SMTP_PORT message" test -n "$auid"
   t "imap: delete via UID STORE +FLAGS \\Deleted" curl -sf --ssl-reqd --cacert "$CA" -u "alice@$DOMAIN:alice-secret" "imap://127.0.0.1:$IMAP_PORT/INBOX" -X "UID STORE $auid +FLAGS (\\Deleted)"
   t "imap: expunge" curl -sf --ssl-reqd --cacert "$CA" -u "alice@$DOMAIN:alice-secret" "imap://127.0.0.1:$IMAP_PORT/INBOX" -X EXPUNGE
+
+  # OAuth2: the mechanisms are offered everywhere (Postfix: after TLS). The
+  # introspection endpoint is a test's, so a login can only be checked to be
+  # refused: an unknown token is denied (curl 67, not a timeout) whether an
+  # endpoint runs (inactive token) or not (connection refused).
+  local mechs="XOAUTH2 OAUTHBEARER" ehlo=(swaks --server 127.0.0.1 --tls-verify --tls-ca-path "$CA" --quit-after HELO)
+  t "imaps $IMAPS_PORT offers AUTH=XOAUTH2 AUTH=OAUTHBEARER" bash -c "curl -sv --cacert '$CA' -u '$u:$pw' 'imaps://127.0.0.1:$IMAPS_PORT/INBOX' -X NOOP 2>&1 | grep -q '^< \* CAPABILITY .*AUTH=XOAUTH2 AUTH=OAUTHBEARER'"
+  t "pop3s $POP3S_PORT offers SASL $mechs" bash -c "curl -sv --cacert '$CA' -u '$u:$pw' 'pop3s://127.0.0.1:$POP3S_PORT/' -X NOOP -I 2>&1 | grep -q '^< SASL .*$mechs'"
+  t "smtp $SUBMISSION_PORT offers AUTH $mechs after starttls" bash -c "${ehlo[*]} --port $SUBMISSION_PORT --tls | grep -q '250-AUTH .*$mechs'"
+  t "smtp $SMTPS_PORT offers AUTH $mechs" bash -c "${ehlo[*]} --port $SMTPS_PORT --tls-on-connect | grep -q '250-AUTH .*$mechs'"
+  t "imaps $IMAPS_PORT refuses an unknown bearer token" oauth_refused "imaps://127.0.0.1:$IMAPS_PORT/INBOX" -X NOOP
+  t "pop3s $POP3S_PORT refuses an unknown bearer token" oauth_refused "pop3s://127.0.0.1:$POP3S_PORT/" -X NOOP -I
+  t "smtp $SUBMISSION_PORT refuses an unknown bearer token" oauth_refused --ssl-reqd "smtp://127.0.0.1:$SUBMISSION_PORT" \
+      --mail-from "$OAUTH_USER" --mail-rcpt "$u" -T /dev/null
 
   # DNS: every record of the header, over UDP and TCP, and nothing else
   t "dns $DNS_PORT udp: $DOMAIN MX 10 $MX1, 20 $MX2" test "$(dns_answer $DOMAIN MX)" = "NOERROR 10 $MX1. 20 $MX2."

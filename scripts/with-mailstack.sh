@@ -12,7 +12,7 @@ port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
 udp_free() { ! ss -Hlun "sport = :$1" | grep -q .; }
 base_free() {
   local p
-  for p in 24 25 53 110 143 465 587 993 995; do port_free $(($1 + p)) || return 1; done
+  for p in 24 25 53 110 143 443 465 587 993 995; do port_free $(($1 + p)) || return 1; done
   udp_free $(($1 + 53))
 }
 if [[ -z ${MAILSTACK_PORT_BASE:-} ]]; then

@@ -82,7 +82,7 @@ export interface MxPlan {
   allowedTargets: readonly TargetRule[] | undefined
 }
 
-type MxContext = Omit<ProbeContext, 'state'>
+type MxContext = Omit<ProbeContext, 'state' | 'tokens'>
 
 /** Probes one host as a host:port target is probed (the module's prober), in the context given. */
 export type HostProbe = (host: Target, ctx: MxContext) => Promise<void>

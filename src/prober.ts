@@ -2,6 +2,7 @@
 import type { Registry } from 'prom-client'
 import type { z } from 'zod'
 import type { Logger } from './logger.ts'
+import type { TokenSources } from './oauth2/sources.ts'
 import { gauge, type MetricDef } from './metrics.ts'
 import type { ProbePhases } from './phases.ts'
 import type { CredentialLeg, ModuleFields } from './settings.ts'
@@ -37,6 +38,8 @@ export interface ProbeContext<St = unknown> {
   readonly moduleName: string
   /** What the prober keeps across probes (ProberDefinition.createState); undefined for most. */
   readonly state: St
+  /** The exporter's OAuth2 token sources (an auth block with oauth2 gets its access tokens there). */
+  readonly tokens: TokenSources
 }
 
 /** What a prober keeps across probes, made once per exporter (the round trip's in-flight mails). */

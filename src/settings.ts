@@ -8,6 +8,7 @@ import { Secret } from './secret.ts'
 import { TLS_VERSIONS } from './protocol/connection.ts'
 import { IMAP_MECHANISMS, POP3_MECHANISMS, SMTP_MECHANISMS } from './protocol/sasl.ts'
 import { formatTarget, parseTarget, parseTargetRule, quote, type TargetRule } from './targets.ts'
+import { OAuth2Schema } from './oauth2/settings.ts'
 import { readSettingFile } from './yaml-file.ts'
 
 // ---------------------------------------------------------------- building blocks
@@ -207,6 +208,8 @@ export function authSchema<M extends readonly [string, ...string[]]>(mechanisms:
       username: lineText(),
       ...secretKeys('password'),
       ...secretKeys('oauth2_token'),
+      /** Access tokens from a token endpoint (src/oauth2), instead of a fixed oauth2_token. */
+      oauth2: z.lazy(() => OAuth2Schema).optional(),
       /** Preference order; default: the strongest both sides support. */
       mechanisms: z.array(z.enum(mechanisms)).min(1).optional(),
       /** Try each advertised mechanism in turn until one works. */
@@ -217,18 +220,26 @@ export function authSchema<M extends readonly [string, ...string[]]>(mechanisms:
     .transform((raw, ctx) => {
       const password = resolveSecret(raw, 'password', ctx, false)
       const oauth2_token = resolveSecret(raw, 'oauth2_token', ctx, false)
-      if (password === undefined && oauth2_token === undefined && ctx.issues.length === 0) {
+      if (oauth2_token !== undefined && raw.oauth2 !== undefined)
+        ctx.issues.push({
+          code: 'custom',
+          input: raw,
+          path: ['oauth2'],
+          message: 'give oauth2 (tokens from a token endpoint) or oauth2_token (a fixed token), not both',
+        })
+      const tokens = oauth2_token ?? raw.oauth2
+      if (password === undefined && tokens === undefined && ctx.issues.length === 0) {
         ctx.issues.push({
           code: 'custom',
           input: raw,
           path: ['password'],
-          message: 'password (or password_file, password_env, oauth2_token...) is required',
+          message: 'password (or password_file, password_env, oauth2_token..., oauth2) is required',
         })
       }
       const tokenOnly = new Set(['XOAUTH2', 'OAUTHBEARER'])
       const usable = (raw.mechanisms ?? []).filter((m) =>
         tokenOnly.has(m)
-          ? (raw.oauth2_token ?? raw.oauth2_token_file ?? raw.oauth2_token_env)
+          ? (raw.oauth2_token ?? raw.oauth2_token_file ?? raw.oauth2_token_env ?? raw.oauth2)
           : (raw.password ?? raw.password_file ?? raw.password_env),
       )
       if (raw.mechanisms !== undefined && usable.length === 0)
@@ -236,12 +247,13 @@ export function authSchema<M extends readonly [string, ...string[]]>(mechanisms:
           code: 'custom',
           input: raw.mechanisms,
           path: ['mechanisms'],
-          message: `none of ${raw.mechanisms.join(', ')} can be used: XOAUTH2 and OAUTHBEARER need an oauth2_token, the others a password`,
+          message: `none of ${raw.mechanisms.join(', ')} can be used: XOAUTH2 and OAUTHBEARER need an oauth2_token or oauth2, the others a password`,
         })
       return {
         username: raw.username,
         password,
         oauth2_token,
+        oauth2: raw.oauth2,
         mechanisms: raw.mechanisms as M[number][] | undefined,
         try_all_mechanisms: raw.try_all_mechanisms,
         allow_plaintext: raw.allow_plaintext,

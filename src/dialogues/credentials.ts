@@ -1,7 +1,10 @@
 // The one credential policy of every dialogue: when credentials may be sent, which mechanism, and the
 // try-each-mechanism loop. A refusal is a CredentialPolicyError that says why.
-import { ProtocolError } from '../errors.ts'
+import { PhaseError, ProtocolError, findCause } from '../errors.ts'
 import type { Logger } from '../logger.ts'
+import type { TokenSources } from '../oauth2/sources.ts'
+import type { OAuth2Config } from '../oauth2/token-source.ts'
+import type { Secret } from '../secret.ts'
 import { chooseMechanisms, type Credentials, type MechanismChoice } from '../protocol/sasl.ts'
 
 export type CredentialRefusal =
@@ -90,4 +93,47 @@ export async function tryMechanisms<M extends string>(
     }
   }
   throw lastError
+}
+
+/** An auth block as far as its token goes: a fixed oauth2_token, or oauth2 (a token endpoint). */
+interface TokenAuth {
+  oauth2_token?: Secret | undefined
+  oauth2?: OAuth2Config | undefined
+}
+
+/** A refusal of the credentials by the server (not of the connection, nor of our policy). */
+const refusedAtAuth = (err: unknown) =>
+  /(^|_)auth$/.test(findCause(err, PhaseError)?.phase ?? '') && findCause(err, ProtocolError) !== undefined
+
+/**
+ * Runs a dialogue with the auth block's credentials. With auth.oauth2, an access token from the
+ * exporter's token source first, timed by `tokenPhase` (phase token: a fetch, or ~0 when cached); when
+ * the server then refuses a token that came from the cache (it expired early, or was revoked), the token
+ * is dropped and the dialogue runs once more with a fresh one, never more.
+ */
+export async function withCredentials<A extends TokenAuth | undefined, T>(
+  auth: A,
+  ctx: { signal: AbortSignal; logger: Logger; tokens: TokenSources },
+  tokenPhase: <R>(step: () => Promise<R>) => Promise<R>,
+  dialogue: (auth: A) => Promise<T>,
+): Promise<T> {
+  const oauth2 = auth?.oauth2
+  if (auth === undefined || oauth2 === undefined) return dialogue(auth)
+  const source = ctx.tokens.for(oauth2)
+  const first = await tokenPhase(() => source.token(ctx.signal))
+  ctx.logger.debug('access token', {
+    from: first.fetched ? 'token endpoint' : 'cache',
+    expires_in_seconds: Math.round((first.expiresAt - Date.now()) / 1000),
+  })
+  try {
+    return await dialogue({ ...auth, oauth2_token: first.accessToken })
+  } catch (err) {
+    if (first.fetched || !refusedAtAuth(err)) throw err
+    ctx.logger.info('the server refused the cached access token; trying once more with a new one', {
+      err: (err as Error).message,
+    })
+    source.expired(first)
+    const fresh = await tokenPhase(() => source.token(ctx.signal))
+    return dialogue({ ...auth, oauth2_token: fresh.accessToken })
+  }
 }

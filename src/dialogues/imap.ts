@@ -15,7 +15,7 @@ import {
 } from '../protocol/imap-session.ts'
 import { RESOLVE_METRICS, resolveHost, type Resolved } from './resolve.ts'
 import { IMAP_MECHANISMS, chooseMechanisms, type ImapMechanism } from '../protocol/sasl.ts'
-import { CredentialPolicyError, checkTransport } from './credentials.ts'
+import { CredentialPolicyError, checkTransport, withCredentials } from './credentials.ts'
 import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
 import { tlsName, type Target } from '../targets.ts'
 
@@ -97,6 +97,20 @@ export async function openImap(
   labels: Labels = {},
 ): Promise<ImapConnection> {
   const phase = ctx.phases.timer(PROBE_IMAP_DURATION_SECONDS, labels['leg'])
+  const token = <R>(step: () => Promise<R>) => phase('token', step)
+  return withCredentials(settings.auth, ctx, token, (auth) =>
+    logIn(target, { ...settings, auth }, ctx, labels, phase),
+  )
+}
+
+/** openImap with the credentials in hand (an access token fetched, with oauth2). */
+async function logIn(
+  target: Target,
+  settings: ImapSettings,
+  ctx: ProbeContext,
+  labels: Labels,
+  phase: PhaseTimer<ImapPhase>,
+): Promise<ImapConnection> {
   const address = await phase('resolve', () => resolveHost(target.host, settings, ctx, labels))
   const refused: ImapMechanism[] = []
   for (;;) {

@@ -10,11 +10,12 @@ import { Pop3Client, type Capabilities, type Pop3Greeting } from '../protocol/po
 import { saslMechanisms } from '../protocol/pop3-reply.ts'
 import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
 import { POP3_MECHANISMS } from '../protocol/sasl.ts'
-import { planLogin, tryMechanisms } from './credentials.ts'
+import { planLogin, tryMechanisms, withCredentials } from './credentials.ts'
 import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
 import { tlsName, type Target } from '../targets.ts'
 
 export const POP3_PHASES = [
+  'token',
   'resolve',
   'connect',
   'tls',
@@ -91,6 +92,20 @@ export async function openPop3(
   ctx: ProbeContext,
   labels: Labels = {},
   phase: PhaseTimer<Pop3Phase> = pop3PhaseTimer(ctx, labels),
+): Promise<{ client: Pop3Client; phase: PhaseTimer<Pop3Phase> }> {
+  const token = <R>(step: () => Promise<R>) => phase('token', step)
+  return withCredentials(settings.auth, ctx, token, (auth) =>
+    logIn(target, { ...settings, auth }, ctx, labels, phase),
+  )
+}
+
+/** openPop3 with the credentials in hand (an access token fetched, with oauth2). */
+async function logIn(
+  target: Target,
+  settings: Pop3Settings,
+  ctx: ProbeContext,
+  labels: Labels,
+  phase: PhaseTimer<Pop3Phase>,
 ): Promise<{ client: Pop3Client; phase: PhaseTimer<Pop3Phase> }> {
   const { signal, logger } = ctx
   const facts = new Pop3Facts(ctx, labels)

@@ -9,14 +9,15 @@ import { connectTcp, startVerifiedTls } from '../protocol/connection.ts'
 import type { ProbeMessage } from '../protocol/message.ts'
 import { RESOLVE_METRICS, resolveHost } from './resolve.ts'
 import { SMTP_MECHANISMS } from '../protocol/sasl.ts'
-import { CredentialPolicyError, planLogin, tryMechanisms } from './credentials.ts'
+import { CredentialPolicyError, planLogin, tryMechanisms, withCredentials } from './credentials.ts'
 import { customAuth } from '../protocol/smtp-auth.ts'
-import { authMechanisms, ehloExtensions, queueId } from '../protocol/smtp-reply.ts'
+import { authMechanisms, ehloExtensions, parseReply, queueId } from '../protocol/smtp-reply.ts'
 import { SmtpSession, type SmtpPhase } from '../protocol/smtp-session.ts'
 import { recordTlsMetrics, TLS_METRICS } from './tls-metrics.ts'
 import { tlsName, type Target } from '../targets.ts'
 
 export const SMTP_PHASES: readonly SmtpPhase[] = [
+  'token',
   'resolve',
   'connect',
   'tls',
@@ -65,6 +66,10 @@ const PROBE_SMTP_AUTH_MECHANISM_USED = legGauge(
   'The SASL mechanism that authenticated',
   ['mechanism'],
 )
+const PROBE_SMTP_DEFERRED = legGauge(
+  'probe_smtp_deferred',
+  'Whether the test mail was deferred: the probe failed on a 4xx reply to MAIL, RCPT, DATA or the end of data (exported when a mail is sent)',
+)
 const PROBE_SMTP_DURATION_SECONDS = phaseMetric('smtp', SMTP_PHASES, true)
 
 /** Every metric the SMTP dialogue sets (with the resolve and TLS ones). */
@@ -78,6 +83,7 @@ export const SMTP_DIALOGUE_METRICS = [
   PROBE_SMTP_STARTTLS_ADVERTISED,
   PROBE_SMTP_AUTH_OFFERED_BEFORE_TLS,
   PROBE_SMTP_AUTH_RETRIED_WITH_STARTTLS,
+  PROBE_SMTP_DEFERRED,
   ...RESOLVE_METRICS,
   ...TLS_METRICS,
 ]
@@ -123,17 +129,23 @@ export async function smtpConversation(
   const retried = (value: number) =>
     setGauge(ctx.registry, PROBE_SMTP_AUTH_RETRIED_WITH_STARTTLS, value, labels)
   if (settings.retry_with_starttls) retried(0)
-  try {
-    return await attempt(target, settings, settings.tls, ctx, phase, facts, options)
-  } catch (err) {
-    const cleartext = settings.tls === 'none' || settings.tls === 'starttls_opportunistic'
-    if (!(settings.retry_with_starttls && cleartext && findCause(err, AuthUnavailable))) throw err
-    ctx.logger.info('no AUTH worked in the clear; reconnecting with STARTTLS', {
-      reason: (err as Error).message,
-    })
-    retried(1)
-    return attempt(target, settings, 'starttls', ctx, phase, facts, options)
-  }
+  // Exported whenever a mail is to be sent, so that the series exists for rules before any deferral.
+  if (options.mail) facts.deferred(0)
+  const token = <R>(step: () => Promise<R>) => phase('token', step)
+  return withCredentials(settings.auth, ctx, token, async (auth) => {
+    const withAuth = { ...settings, auth }
+    try {
+      return await attempt(target, withAuth, settings.tls, ctx, phase, facts, options)
+    } catch (err) {
+      const cleartext = settings.tls === 'none' || settings.tls === 'starttls_opportunistic'
+      if (!(settings.retry_with_starttls && cleartext && findCause(err, AuthUnavailable))) throw err
+      ctx.logger.info('no AUTH worked in the clear; reconnecting with STARTTLS', {
+        reason: (err as Error).message,
+      })
+      retried(1)
+      return attempt(target, withAuth, 'starttls', ctx, phase, facts, options)
+    }
+  })
 }
 
 async function attempt(
@@ -196,18 +208,18 @@ async function attempt(
     let result: SmtpResult = {}
     if (mail) {
       const envelope = { from: mail.from, to: mail.to }
-      const info = await inPhase(() => session.send(envelope, mail.message.text, settings.pipelining))
+      const info = await inPhase(() => session.send(envelope, mail.message.text, settings.pipelining)).catch(
+        (err: unknown) => {
+          throw facts.mailFailed(err)
+        },
+      )
       result = { acceptedAt: Date.now() }
       const reply = /^\d{3}[ -]/.test(info.response) ? info.response : `250 ${info.response}`
       const id = queueId(reply.slice(4))
       if (id !== undefined) result.queueId = id
       logger.info('test mail accepted', { message_id: mail.message.messageId, queue_id: id, reply })
       await onAccepted?.(result)
-      if (info.rejected.length > 0)
-        throw phase.error(
-          'rcpt',
-          new ProtocolError('all recipients accepted', `rejected: ${info.rejected.join(', ')}`),
-        )
+      if (info.rejected.length > 0) throw facts.mailFailed(phase.error('rcpt', partialRefusal(info)))
     }
     await inPhase(() => session.quit())
     return result
@@ -248,6 +260,20 @@ async function authenticate(
     if (transport.secure || !refused) throw err
     throw new AuthUnavailable((err as Error).message, { cause: err })
   }
+}
+
+/**
+ * Some recipients were accepted (the mail is on its way to them), others refused. The refusal reported is a
+ * permanent one if there is any, so that the mail counts as deferred only when every refusal was a 4xx.
+ */
+function partialRefusal(info: Awaited<ReturnType<SmtpSession['send']>>): ProtocolError {
+  const refusals = info.rejectedErrors ?? []
+  const refusal = refusals.find((e) => (e.responseCode ?? 0) >= 500) ?? refusals[0]
+  const expected = `all recipients accepted (refused: ${info.rejected.join(', ')})`
+  const reply = refusal?.response?.split('\n').pop()
+  return reply === undefined
+    ? new ProtocolError(expected, 'no reply')
+    : new ProtocolError(expected, reply, refusal?.responseCode)
 }
 
 /** The facts an SMTP probe reports besides phase durations. */
@@ -293,6 +319,24 @@ class SmtpFacts {
       setGauge(registry, PROBE_SMTP_STARTTLS_ADVERTISED, ext.includes('STARTTLS') ? 1 : 0, this.labels)
       setGauge(registry, PROBE_SMTP_AUTH_OFFERED_BEFORE_TLS, ext.includes('AUTH') ? 1 : 0, this.labels)
     }
+  }
+
+  deferred(value: 0 | 1) {
+    setGauge(this.#ctx.registry, PROBE_SMTP_DEFERRED, value, this.labels)
+  }
+
+  /**
+   * The test mail failed: with a reply (MAIL, RCPT, DATA or the end of data), that reply becomes the status
+   * code (with PIPELINING a later reply, such as DATA's 554 after a refused RCPT, would hide it), and a 4xx
+   * makes the mail deferred: greylisting or a full queue, which a sender would retry. Returns `err`.
+   */
+  mailFailed(err: unknown): unknown {
+    const refusal = findCause(err, ProtocolError)
+    if (refusal?.code === undefined) return err
+    const reply = parseReply(refusal.reply)
+    this.reply(refusal.code, reply?.code === refusal.code ? reply.enhanced : undefined)
+    this.deferred(refusal.code >= 400 && refusal.code < 500 ? 1 : 0)
+    return err
   }
 
   used(mechanism: string) {

@@ -58,6 +58,8 @@ export const OAuth2Schema = z
     ...secretKeys('refresh_token'),
     /** How to reach the token endpoint (a private CA, a client certificate); the certificate always verifies. */
     tls_config: z.lazy(() => TlsConfigSchema).optional(),
+    /** Where a rotated refresh token is kept across restarts (grant refresh_token); else in memory only. */
+    state_file: z.string().min(1).optional(),
   })
   .transform((raw, ctx): OAuth2Config => {
     const urlProblem = tokenUrlProblem(raw.token_url)
@@ -98,6 +100,7 @@ export const OAuth2Schema = z
       grant: raw.grant,
       refresh_token,
       tls_config: raw.tls_config,
+      state_file: raw.state_file,
     }
   })
 export type OAuth2Settings = z.output<typeof OAuth2Schema>

@@ -65,6 +65,8 @@ export interface OAuth2Config {
   /** Required with grant refresh_token. */
   refresh_token?: Secret | undefined
   tls_config?: TlsConfig | undefined
+  /** Where a rotated refresh token is kept (TokenSources passes it as the stateFile option). */
+  state_file?: string | undefined
 }
 
 export interface TokenSourceOptions {

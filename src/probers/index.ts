@@ -13,6 +13,7 @@ import {
 import { moduleFields, type CredentialLeg } from '../settings.ts'
 import type { ResolveOptions } from '../dialogues/resolve.ts'
 import { MX_DEFAULTS, MX_METRICS, type MxPlan } from '../mx.ts'
+import { TokenSources } from '../oauth2/sources.ts'
 import { parseProbeTarget, type ProbeTarget, type Target } from '../targets.ts'
 import { imapProber } from './imap/index.ts'
 import { pop3Prober } from './pop3/index.ts'
@@ -44,10 +45,11 @@ const sectionOf = (module: { prober: string }) =>
 export function runProber(
   target: Target,
   module: Module,
-  ctx: Omit<ProbeContext, 'state'>,
+  ctx: Omit<ProbeContext, 'state' | 'tokens'>,
   states: ProberStates,
 ): Promise<void> {
-  return definitionOf(module).probe(target, module, { ...ctx, state: states.of(module.prober) })
+  const state = states.of(module.prober)
+  return definitionOf(module).probe(target, module, { ...ctx, state, tokens: states.tokens })
 }
 
 /**
@@ -56,9 +58,12 @@ export function runProber(
  */
 export class ProberStates {
   readonly #states = new Map<string, ProberState>()
+  /** The OAuth2 token sources every prober's auth blocks share (ProbeContext.tokens). */
+  readonly tokens: TokenSources
 
   /** `given` replaces a prober's own state (tests share one across exporter lifetimes this way). */
   constructor(deps: StateDeps = {}, given: Partial<Record<ProberName, ProberState>> = {}) {
+    this.tokens = new TokenSources(deps.logger)
     for (const definition of BY_NAME.values()) {
       const own = (given as Record<string, ProberState | undefined>)[definition.name]
       const state = own ?? definition.createState?.(deps)
@@ -79,7 +84,10 @@ export class ProberStates {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.#states.values()].map((state) => state.close?.() ?? Promise.resolve()))
+    await Promise.all([
+      ...[...this.#states.values()].map((state) => state.close?.() ?? Promise.resolve()),
+      this.tokens.close(),
+    ])
   }
 }
 

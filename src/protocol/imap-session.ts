@@ -34,6 +34,7 @@ import {
  * imapflow's setup after it (CAPABILITY, ID, NAMESPACE); select: LIST, LSUB, SELECT, EXAMINE, STATUS.
  */
 export const IMAP_PHASES = [
+  'token',
   'resolve',
   'connect',
   'tls',

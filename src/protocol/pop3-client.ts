@@ -19,6 +19,7 @@ import {
   apopDigest,
   b64,
   cramMd5Response,
+  oauthbearerResponse,
   plainResponse,
   ScramClient,
   xoauth2Response,
@@ -184,6 +185,7 @@ export class Pop3Client {
       case 'SCRAM-SHA-256':
       case 'SCRAM-SHA-1':
       case 'CRAM-MD5':
+      case 'OAUTHBEARER':
       case 'XOAUTH2':
       case 'PLAIN':
       case 'LOGIN':
@@ -411,10 +413,16 @@ function saslExchange(mechanism: Pop3SaslMechanism, credentials: Pop3Credentials
         },
       }
     }
-    case 'XOAUTH2': {
-      if (credentials.token === undefined) throw new Error('XOAUTH2 needs an oauth2_token')
-      // On failure the server sends its error as a challenge; an empty response ends the exchange with -ERR.
-      return { initial: xoauth2Response(username, credentials.token), respond: () => '' }
+    case 'XOAUTH2':
+    case 'OAUTHBEARER': {
+      if (credentials.token === undefined) throw new Error(`${mechanism} needs an access token`)
+      // On failure the server sends its error as a challenge; an empty response (RFC 7628: 0x01) ends
+      // the exchange with -ERR.
+      const initial = (mechanism === 'XOAUTH2' ? xoauth2Response : oauthbearerResponse)(
+        username,
+        credentials.token,
+      )
+      return { initial, respond: () => (mechanism === 'XOAUTH2' ? '' : b64('\x01')) }
     }
     case 'SCRAM-SHA-1':
     case 'SCRAM-SHA-256': {

@@ -25,6 +25,7 @@ export const SMTP_MECHANISMS = [
   'SCRAM-SHA-256',
   'SCRAM-SHA-1',
   'CRAM-MD5',
+  'OAUTHBEARER',
   'XOAUTH2',
   'PLAIN',
   'LOGIN',
@@ -34,6 +35,7 @@ export const POP3_MECHANISMS = [
   'SCRAM-SHA-1',
   'CRAM-MD5',
   'APOP',
+  'OAUTHBEARER',
   'XOAUTH2',
   'PLAIN',
   'LOGIN',
@@ -107,6 +109,11 @@ export function cramMd5Response(user: string, pass: string, challengeB64: string
 
 export function xoauth2Response(user: string, token: string): string {
   return b64(`user=${user}\x01auth=Bearer ${token}\x01\x01`)
+}
+
+/** RFC 7628 OAUTHBEARER initial response: a GS2 header naming the user, then the bearer token. */
+export function oauthbearerResponse(user: string, token: string): string {
+  return b64(`n,a=${user.replace(/=/g, '=3D').replace(/,/g, '=2C')},\x01auth=Bearer ${token}\x01\x01`)
 }
 
 /** APOP digest (RFC 1939 section 7): md5(timestamp + secret). */

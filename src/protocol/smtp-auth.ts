@@ -1,6 +1,6 @@
-// SMTP AUTH mechanisms nodemailer lacks (SCRAM) or ties to its own OAuth client (XOAUTH2), as customAuth handlers.
+// SMTP AUTH mechanisms nodemailer lacks (SCRAM, OAUTHBEARER) or ties to its own OAuth client (XOAUTH2), as customAuth handlers.
 import { ProtocolError } from '../errors.ts'
-import { ScramClient, xoauth2Response, type Credentials } from './sasl.ts'
+import { b64, oauthbearerResponse, ScramClient, xoauth2Response, type Credentials } from './sasl.ts'
 import type { CustomAuthContext } from './smtp-session.ts'
 
 /** SCRAM and XOAUTH2 through nodemailer's customAuth hook (it has no SCRAM, and XOAUTH2 wants an OAuth client). */
@@ -21,19 +21,23 @@ export function customAuth(
       throw new ProtocolError('235', final.response, final.status)
     }
   }
+  /** XOAUTH2 and OAUTHBEARER: the token in the initial response; a failure's details come as a 334 challenge. */
+  const bearer = (mechanism: 'XOAUTH2' | 'OAUTHBEARER') => async (c: CustomAuthContext) => {
+    const respond = mechanism === 'XOAUTH2' ? xoauth2Response : oauthbearerResponse
+    const reply = await c.sendCommand(
+      `AUTH ${mechanism} ${respond(auth.username, auth.oauth2_token?.reveal() ?? '')}`,
+    )
+    if (reply.status === 334) {
+      // An empty line (XOAUTH2) or a lone 0x01 (OAUTHBEARER, RFC 7628 3.2.3) ends the exchange.
+      const end = await c.sendCommand(mechanism === 'XOAUTH2' ? '' : b64('\x01'))
+      throw new ProtocolError('235', end.response, end.status)
+    }
+    if (reply.status !== 235) throw new ProtocolError('235', reply.response, reply.status)
+  }
   return {
     'SCRAM-SHA-256': scram('SCRAM-SHA-256'),
     'SCRAM-SHA-1': scram('SCRAM-SHA-1'),
-    XOAUTH2: async (c) => {
-      const reply = await c.sendCommand(
-        `AUTH XOAUTH2 ${xoauth2Response(auth.username, auth.oauth2_token?.reveal() ?? '')}`,
-      )
-      if (reply.status === 334) {
-        // The server's error details come as a 334 challenge; an empty line ends the exchange (RFC 7628 3.2.3).
-        const end = await c.sendCommand('')
-        throw new ProtocolError('235', end.response, end.status)
-      }
-      if (reply.status !== 235) throw new ProtocolError('235', reply.response, reply.status)
-    },
+    XOAUTH2: bearer('XOAUTH2'),
+    OAUTHBEARER: bearer('OAUTHBEARER'),
   }
 }

@@ -10,6 +10,7 @@ import { afterTicket, checkVerified, tlsOptions, type TlsConfig } from './connec
 import { parseReply, type SmtpReply } from './smtp-reply.ts'
 
 export type SmtpPhase =
+  | 'token'
   | 'resolve'
   | 'connect'
   | 'tls'
@@ -63,6 +64,9 @@ const VERB_PHASE: Record<string, SmtpPhase> = {
   DATA: 'data',
   QUIT: 'quit',
 }
+
+/** The phase of a refused mail transaction command, by the verb nodemailer names in its error. */
+const ENVELOPE_PHASE: Record<string, SmtpPhase | undefined> = { MAIL: 'mail', RCPT: 'rcpt', DATA: 'data' }
 
 export class SmtpSession {
   readonly conn: SMTPConnection
@@ -258,6 +262,10 @@ export class SmtpSession {
     if (err instanceof DeadlineError || !(err instanceof Error)) return err as Error
     const e = err as NodemailerError
     if (e.response && e.responseCode) {
+      // With PIPELINING, MAIL, RCPT and DATA all went out before the first reply: the phase is the
+      // command that was refused (nodemailer names it), not the last one sent.
+      const refused = ENVELOPE_PHASE[e.command?.split(' ')[0] ?? '']
+      if (refused) this.#enter(refused)
       const reply = e.response.split('\n').pop() ?? e.response
       return new ProtocolError(
         e.command ? `success for ${e.command.split(' ')[0] ?? ''}` : 'success',

@@ -1,6 +1,7 @@
 // A ProbeContext for calling a prober directly in tests (fresh registry, silent logger, a deadline).
 import { Registry } from 'prom-client'
 import { silentLogger } from '../../src/logger.ts'
+import { TokenSources } from '../../src/oauth2/sources.ts'
 import { ProbePhases } from '../../src/phases.ts'
 import type { ProbeContext } from '../../src/prober.ts'
 
@@ -14,6 +15,7 @@ export function testContext(timeoutMs = 5000, overrides: Partial<ProbeContext> =
     deadline: Date.now() + timeoutMs,
     moduleName: 'test',
     state: undefined,
+    tokens: new TokenSources(),
     ...overrides,
   }
 }

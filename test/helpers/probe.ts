@@ -27,6 +27,8 @@ export async function probe(
     roundtripStates?: RoundtripStates
     moduleName?: string
     hostname?: string
+    /** What the probers keep across probes (token sources too), to share between probes. */
+    states?: ProberStates
   } = {},
 ): Promise<ProbeOutcome> {
   const body = moduleYaml
@@ -54,7 +56,9 @@ export async function probe(
       history,
       metrics: createExporterMetrics('test'),
       timeoutOffset: 0.5,
-      states: new ProberStates({}, { roundtrip: options.roundtripStates ?? new RoundtripStates() }),
+      states:
+        options.states ??
+        new ProberStates({}, { roundtrip: options.roundtripStates ?? new RoundtripStates() }),
     },
   )
   const seconds = (performance.now() - start) / 1000

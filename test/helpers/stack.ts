@@ -45,6 +45,19 @@ export interface MailStack {
   users: { probe: [string, string]; alice: [string, string]; spam: [string, string] }
   /** Accepted by Postfix and silently discarded. */
   voidAddress: string
+  /**
+   * Dovecot's oauth2 passdb (XOAUTH2 and OAUTHBEARER only, on IMAP, POP3 and submission): it asks an RFC 7662
+   * endpoint about every token, `POST https://127.0.0.1:<introspectionPort>/introspect`, and wants
+   * `active: true` and `username` equal to the user the client names. The stack does not serve it: a test
+   * starts `tokenEndpoint(t, { port: introspectionPort, tls })`; while none runs, OAuth logins fail.
+   */
+  oauth2: {
+    introspectionPort: number
+    /** Has a mailbox, logs in by bearer token only (no password works). */
+    user: string
+    /** The certificate (IP:127.0.0.1, DNS:localhost) and key the endpoint serves, and `ca`, the only CA Dovecot trusts there. */
+    tls: { certFile: string; keyFile: string; caFile: string }
+  }
 }
 
 /** The running stack; throws (never skips) when the tests were started without it. */
@@ -83,5 +96,14 @@ export function mailStack(): MailStack {
       spam: ['spam@mail.test', 'spam-secret'],
     },
     voidAddress: 'void@mail.test',
+    oauth2: {
+      introspectionPort: base + 443,
+      user: 'oauth@mail.test',
+      tls: {
+        certFile: join(dir, 'tls', 'oauth2.crt'),
+        keyFile: join(dir, 'tls', 'oauth2.key'),
+        caFile: join(dir, 'tls', 'ca.crt'),
+      },
+    },
   }
 }

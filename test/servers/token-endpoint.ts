@@ -2,6 +2,7 @@
 // and refresh_token grants, rotation and revocation of refresh tokens, faults (stall, garbage, huge bodies,
 // any status), and token introspection (introspect(), and RFC 7662 POST /introspect for Dovecot's oauth2 passdb).
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -22,6 +23,13 @@ export interface TokenEndpointOptions {
   lifetime?: number | null
   /** Answer every refresh_token grant with a new refresh token, and revoke the one that was used. */
   rotate?: boolean
+  /** The port on 127.0.0.1; default 0 (any free one). The mail stack's Dovecot asks a fixed one. */
+  port?: number
+  /**
+   * The certificate to serve instead of certs()' leaf, and the CA that signed it (becomes `caFile`/`ca`):
+   * the mail stack issues one that its Dovecot trusts (MailStack.oauth2).
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string }
 }
 
 /** What the endpoint does instead of answering normally (until `fault` is set back to undefined). */
@@ -147,11 +155,25 @@ async function streamHuge(
   }
 }
 
+/** The certificate to serve and the CA to trust for it: certs()' by default. */
+function serverTls(given: TokenEndpointOptions['tls']) {
+  if (given === undefined) {
+    const set = certs()
+    return { cert: set.good.cert, key: set.good.key, caFile: set.caFile, ca: set.ca }
+  }
+  return {
+    cert: readFileSync(given.certFile),
+    key: readFileSync(given.keyFile),
+    caFile: given.caFile,
+    ca: readFileSync(given.caFile),
+  }
+}
+
 export async function tokenEndpoint(
   t: TestContext | undefined,
   options: TokenEndpointOptions = {},
 ): Promise<TokenEndpoint> {
-  const set = certs()
+  const tls = serverTls(options.tls)
   const clients = options.clients ?? { 'probe-client': { secret: 'probe-secret' } }
   const accessTokens = new Map<string, Issued>()
   const refreshTokens = new Map<string, { username: string; clientId: string }>()
@@ -305,17 +327,24 @@ export async function tokenEndpoint(
     }
   }
 
-  const server: Server = createServer({ cert: set.good.cert, key: set.good.key }, (req, res) => {
+  const server: Server = createServer({ cert: tls.cert, key: tls.key }, (req, res) => {
     void onRequest(req, res)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve, reject) => {
+    // a fixed port may be taken: reject instead of an unhandled 'error'
+    server.once('error', reject)
+    server.listen(options.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
   const { port } = server.address() as AddressInfo
 
   const endpoint: TokenEndpoint = {
     url: `https://127.0.0.1:${String(port)}/token`,
     introspectionUrl: `https://127.0.0.1:${String(port)}/introspect`,
-    caFile: set.caFile,
-    ca: set.ca,
+    caFile: tls.caFile,
+    ca: tls.ca,
     requests: [],
     count: (grant) =>
       endpoint.requests.filter((r) => r.path === '/token' && (grant === undefined || r.grant === grant))

@@ -69,7 +69,7 @@ const INVALID: Record<string, string[]> = {
     '5:19: modules.mx.smtp.pipelining: Invalid input: expected boolean, received string',
   ],
   'invalid-mechanism.yml': [
-    '6:63: modules.submission.smtp.auth.mechanisms.0: Invalid option: expected one of "SCRAM-SHA-256"|"SCRAM-SHA-1"|"CRAM-MD5"|"XOAUTH2"|"PLAIN"|"LOGIN"',
+    '6:63: modules.submission.smtp.auth.mechanisms.0: Invalid option: expected one of "SCRAM-SHA-256"|"SCRAM-SHA-1"|"CRAM-MD5"|"OAUTHBEARER"|"XOAUTH2"|"PLAIN"|"LOGIN"',
   ],
   'invalid-receive-leg-missing.yml': [
     '10:9: modules.route.roundtrip.receive.pop3: receive.protocol is pop3: receive.pop3 (with auth) is required',
@@ -90,7 +90,7 @@ const INVALID: Record<string, string[]> = {
     '4:14: modules.mx.timeout: timeout is at most 1h (a probe answers within one scrape)',
   ],
   'invalid-mechanisms-unusable.yml': [
-    '9:21: modules.submission.smtp.auth.mechanisms: none of XOAUTH2 can be used: XOAUTH2 and OAUTHBEARER need an oauth2_token, the others a password',
+    '9:21: modules.submission.smtp.auth.mechanisms: none of XOAUTH2 can be used: XOAUTH2 and OAUTHBEARER need an oauth2_token or oauth2, the others a password',
   ],
   // CR, LF or NUL in anything sent on the wire would end a command early or smuggle in another one.
   'invalid-line-break-ehlo.yml': [`5:13: modules.mx.smtp.ehlo: ${NO_LINE_BREAK}`],
