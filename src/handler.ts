@@ -11,14 +11,21 @@ import { defaultPort, redactModule, type Module } from './config.ts'
 import { DeadlineError, PhaseError, findCause } from './errors.ts'
 import type { ExporterMetrics } from './exporter-metrics.ts'
 import type { History } from './history.ts'
-import type { IntervalGate, ProbeSlots } from './limits.ts'
+import type { AuthBackoff, BackedOff, IntervalGate, ProbeSlots } from './limits.ts'
 import { reject, type Rejection } from './rejections.ts'
 import { createProbeLogger, type Logger } from './logger.ts'
-import { gaugeOf, setGauge } from './metrics.ts'
+import { credentialsRefused } from './dialogues/credentials.ts'
+import { foldRegistries, gaugeOf, setGauge } from './metrics.ts'
 import { ProbePhases } from './phases.ts'
-import { PROBE_DURATION, PROBE_FAILED_PHASE, PROBE_SUCCESS, PROBE_TIMEOUT } from './prober.ts'
+import {
+  PROBE_AUTH_BACKOFF,
+  PROBE_DURATION,
+  PROBE_FAILED_PHASE,
+  PROBE_SUCCESS,
+  PROBE_TIMEOUT,
+} from './prober.ts'
 import { probeMailExchangers } from './mx.ts'
-import { mxPlanOf, probesMailExchangers, runProber, type ProberStates } from './probers/index.ts'
+import { logsIn, mxPlanOf, probesMailExchangers, runProber, type ProberStates } from './probers/index.ts'
 import {
   formatTarget,
   isMxTarget,
@@ -41,6 +48,8 @@ export interface HandlerDeps {
   slots?: ProbeSlots
   /** min_interval per module and target; not enforced when absent. */
   gate?: IntervalGate
+  /** auth_backoff per module and target; not enforced when absent. */
+  backoff?: AuthBackoff<RefusedAttempt>
 }
 
 export interface ProbeRequest {
@@ -177,6 +186,8 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   const where = formatTarget(target)
   const gateKey = `${req.moduleName}|${where}`
   const startedAt = Date.now()
+  const backedOff = deps.backoff?.current(gateKey, startedAt)
+  if (backedOff !== undefined) return replay(req, deps, backedOff, where)
   const wait = deps.gate?.admit(gateKey, req.module.min_interval, startedAt)
   if (wait !== undefined)
     return reject(
@@ -273,11 +284,98 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   } else {
     logger.debug('probe succeeded', { duration_seconds: seconds.toFixed(3) })
   }
+  const transcriptLines = transcript.lines()
+  if (logsIn(req.module)) {
+    setGauge(metricsRegistry, PROBE_AUTH_BACKOFF, 0)
+    // A refused login is not tried again for auth_backoff: the probes meanwhile repeat this one.
+    if (failure !== undefined && credentialsRefused(failure)) {
+      // The transcript's last lines only: each entry is kept for auth_backoff, and there may be many.
+      const kept = transcriptLines.slice(-50)
+      const attempt = { registry: metricsRegistry, transcript: kept, failedPhase, error, seconds }
+      deps.backoff?.refused(gateKey, req.module.auth_backoff, attempt)
+    } else {
+      deps.backoff?.cleared(gateKey)
+    }
+  }
+  return answer(req, deps, registry, {
+    success,
+    failedPhase,
+    error,
+    seconds,
+    where,
+    targetText,
+    transcript: transcriptLines,
+    steps: phases.steps(),
+  })
+}
+
+/** What one probe found, as answer() renders it (a probe, or the replay of a backed-off one). */
+interface Finding {
+  success: boolean
+  failedPhase: string | undefined
+  error: string | undefined
+  seconds: number
+  where: string
+  targetText: string
+  transcript: readonly string[]
+  steps: ReturnType<ProbePhases['steps']>
+}
+
+/** The failed attempt a backed-off module repeats (AuthBackoff). */
+export interface RefusedAttempt {
+  registry: Registry
+  transcript: readonly string[]
+  failedPhase: string | undefined
+  error: string | undefined
+  seconds: number
+}
+
+/** The last attempt's answer again, without connecting: its metrics, and probe_auth_backoff 1. */
+async function replay(
+  req: ProbeRequest,
+  deps: HandlerDeps,
+  backedOff: BackedOff<RefusedAttempt>,
+  where: string,
+): Promise<ProbeResponse> {
+  const registry = newRegistry(req.openMetrics)
+  const attempt = backedOff.attempt
+  await foldRegistries(registry as Registry, [{ registry: attempt.registry, labels: {} }])
+  setGauge(registry as Registry, PROBE_AUTH_BACKOFF, 1)
+  const until = new Date(backedOff.until).toISOString()
+  const { logger, transcript } = createProbeLogger(deps.logger, {
+    module: req.moduleName,
+    target: req.target ?? req.module.target ?? '',
+  })
+  logger.warn('not logging in again: the last login was refused (auth_backoff)', {
+    until,
+    phase: attempt.failedPhase,
+    err: attempt.error,
+  })
+  return answer(req, deps, registry, {
+    success: false,
+    failedPhase: attempt.failedPhase,
+    error: `not retried until ${until} (auth_backoff) after: ${attempt.error ?? 'a refused login'}`,
+    seconds: attempt.seconds,
+    where,
+    targetText: req.target ?? req.module.target ?? '',
+    transcript: [...transcript.lines(), '', 'The last attempt:', ...attempt.transcript],
+    steps: [],
+  })
+}
+
+/** Counts the probe, keeps it in the history, and answers with its metrics (or ?debug=true's text). */
+async function answer(
+  req: ProbeRequest,
+  deps: HandlerDeps,
+  registry: Registry<PrometheusContentType | OpenMetricsContentType>,
+  finding: Finding,
+): Promise<ProbeResponse> {
+  const { success, failedPhase, error, seconds, where, targetText } = finding
   deps.metrics.probes.inc({ module: req.moduleName, result: success ? 'success' : 'failure' })
   deps.metrics.probeDuration.observe({ module: req.moduleName }, seconds)
 
   const metricsText = await registry.metrics()
-  const transcriptLines = transcript.lines()
+  const transcriptLines = finding.transcript
   const debugText = [
     'Logs for the probe:',
     ...transcriptLines,
@@ -295,7 +393,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     durationSeconds: seconds,
     failedPhase,
     debugText,
-    phases: phases.steps(),
+    phases: finding.steps,
   })
   const outcome: ProbeOutcome = {
     success,

@@ -1,5 +1,5 @@
 // What callers may ask of the exporter: how many probes run at once (ProbeSlots), and how often one
-// module may probe one target (IntervalGate).
+// module may probe one target (IntervalGate), and when it must not log in again (AuthBackoff).
 
 /** Concurrency limit: a probe waits for a slot, first come first served, until its signal aborts. */
 export class ProbeSlots {
@@ -90,5 +90,62 @@ export class IntervalGate {
       if (this.#last.size <= this.#maxEntries && now - entry.at < entry.interval * 1000) break
       this.#last.delete(key)
     }
+  }
+}
+
+/** What a probe that failed at authentication left for the probes backed off after it. */
+export interface BackedOff<T> {
+  /** Until when (ms since the epoch) the module does not log in to this target again. */
+  until: number
+  /** The failed attempt, replayed meanwhile. */
+  attempt: T
+}
+
+/**
+ * After an authentication failure, a module does not log in to that target again for auth_backoff: a
+ * wrong password then costs one login per back-off period, not one per scrape, and does not trip
+ * fail2ban or the account's lockout. Entries expire, at most `maxEntries` are kept (oldest go first),
+ * and a config reload forgets them all (the password may have been fixed).
+ */
+export class AuthBackoff<T> {
+  readonly #entries = new Map<string, BackedOff<T>>()
+  readonly #maxEntries: number
+
+  /** Each entry holds a probe's answer: far fewer than IntervalGate's. */
+  constructor(maxEntries = 1000) {
+    this.#maxEntries = maxEntries
+  }
+
+  /** The failed attempt to replay, while the key backs off. */
+  current(key: string, now = Date.now()): BackedOff<T> | undefined {
+    const entry = this.#entries.get(key)
+    if (entry === undefined || entry.until > now) return entry
+    this.#entries.delete(key)
+    return undefined
+  }
+
+  /** A login to `key` was refused: back off for `seconds`. */
+  refused(key: string, seconds: number, attempt: T, now = Date.now()): void {
+    if (seconds <= 0) return
+    this.#entries.delete(key)
+    this.#entries.set(key, { until: now + seconds * 1000, attempt })
+    for (const [k, entry] of this.#entries) {
+      if (this.#entries.size <= this.#maxEntries && entry.until > now) break
+      this.#entries.delete(k)
+    }
+  }
+
+  /** A login to `key` worked (or was not refused): nothing to back off from. */
+  cleared(key: string): void {
+    this.#entries.delete(key)
+  }
+
+  /** On reload. */
+  clear(): void {
+    this.#entries.clear()
+  }
+
+  get size(): number {
+    return this.#entries.size
   }
 }

@@ -4,9 +4,10 @@ import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig, type Config } from './config.ts'
 import { createExporterMetrics } from './exporter-metrics.ts'
 import { History } from './history.ts'
-import { IntervalGate, ProbeSlots } from './limits.ts'
+import { AuthBackoff, IntervalGate, ProbeSlots } from './limits.ts'
 import { createLogger, LEVELS, type Level } from './logger.ts'
 import { ProberStates } from './probers/index.ts'
+import type { RefusedAttempt } from './handler.ts'
 import { createApp } from './server.ts'
 import { PROBE_USAGE, runOneShot } from './oneshot.ts'
 import { VERSION } from './version.ts'
@@ -132,6 +133,7 @@ function main(): void {
     logger.error('cannot start', { err: (err as Error).message })
     process.exit(1)
   }
+  const backoff = new AuthBackoff<RefusedAttempt>()
   const app = createApp({
     version: VERSION,
     config: () => config,
@@ -143,6 +145,7 @@ function main(): void {
     states,
     slots: new ProbeSlots(maxConcurrent),
     gate: new IntervalGate(),
+    backoff,
     draining: () => draining,
   })
   const { host, port } = parseListen(values['web.listen-address'])
@@ -158,6 +161,7 @@ function main(): void {
       states.configure(next)
       if (nextWeb !== undefined) web.update(nextWeb)
       config = next
+      backoff.clear() // a reload may have fixed the password
       metrics.reloadSuccess.set(1)
       metrics.reloadTimestamp.set(Date.now() / 1000)
       logger.info('loaded config file', {

@@ -20,7 +20,17 @@ export const PROBE_FAILED_PHASE = gauge(
   'The phase in which the probe failed (1), absent on success',
   ['phase'],
 )
-export const PROBE_METRICS = [PROBE_SUCCESS, PROBE_DURATION, PROBE_TIMEOUT, PROBE_FAILED_PHASE]
+export const PROBE_AUTH_BACKOFF = gauge(
+  'probe_auth_backoff',
+  "1 when this answer repeats the last attempt's refused login without logging in again (auth_backoff), else 0",
+)
+export const PROBE_METRICS = [
+  PROBE_SUCCESS,
+  PROBE_DURATION,
+  PROBE_TIMEOUT,
+  PROBE_FAILED_PHASE,
+  PROBE_AUTH_BACKOFF,
+]
 
 /** Everything a prober gets besides its target and module; `state` is what its definition's createState made. */
 export interface ProbeContext<St = unknown> {

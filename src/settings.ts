@@ -373,6 +373,11 @@ export const moduleFields = {
    * Default (probers/index.ts withDefaults): 10s for modules that send mail, 1s for other modules that log in, else 0.
    */
   min_interval: durationOrOff.optional(),
+  /**
+   * After the server (or the token endpoint) refuses the credentials, this module does not log in to that
+   * target again for this long: each probe meanwhile repeats the failure (probe_auth_backoff 1). 0s is off.
+   */
+  auth_backoff: durationOrOff.default(300),
   /** How an `mx:domain` target is probed (modules whose prober speaks to mail exchangers; see src/mx.ts). */
   mx: z
     .strictObject({

@@ -3,6 +3,7 @@
 import { PhaseError, ProtocolError, findCause } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import type { TokenSources } from '../oauth2/sources.ts'
+import { TokenError } from '../oauth2/token-error.ts'
 import type { OAuth2Config } from '../oauth2/token-source.ts'
 import type { Secret } from '../secret.ts'
 import { chooseMechanisms, type Credentials, type MechanismChoice } from '../protocol/sasl.ts'
@@ -104,6 +105,23 @@ interface TokenAuth {
 /** A refusal of the credentials by the server (not of the connection, nor of our policy). */
 const refusedAtAuth = (err: unknown) =>
   /(^|_)auth$/.test(findCause(err, PhaseError)?.phase ?? '') && findCause(err, ProtocolError) !== undefined
+
+/** The token endpoint's answers that say the client's own credentials are wrong (RFC 6749 5.2). */
+const REFUSED_GRANTS = new Set(['invalid_client', 'invalid_grant', 'unauthorized_client'])
+
+/**
+ * Whether a probe failed because its credentials were refused: by the mail server at auth, or by the
+ * token endpoint. Trying again at once would only repeat it, and count towards a lockout.
+ */
+export function credentialsRefused(err: unknown): boolean {
+  if (refusedAtAuth(err)) return true
+  const token = findCause(err, TokenError)
+  return (
+    token !== undefined &&
+    REFUSED_GRANTS.has(token.code) &&
+    /(^|_)token$/.test(findCause(err, PhaseError)?.phase ?? '')
+  )
+}
 
 /**
  * Runs a dialogue with the auth block's credentials. With auth.oauth2, an access token from the

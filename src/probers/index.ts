@@ -115,6 +115,11 @@ export function mxPlanOf(module: Module): MxPlan {
   }
 }
 
+/** Whether the module sends credentials somewhere (a login the server may refuse, see auth_backoff). */
+export function logsIn(module: { prober: string }): boolean {
+  return credentialLegs(module).length > 0
+}
+
 function credentialLegs(module: { prober: string }): CredentialLeg[] {
   return definitionOf(module).credentialLegs(sectionOf(module))
 }

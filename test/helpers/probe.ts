@@ -1,7 +1,8 @@
 // Run one probe the way /probe does (handler included) from a module written as YAML.
 import { parseConfig } from '../../src/config.ts'
 import { createExporterMetrics } from '../../src/exporter-metrics.ts'
-import { handleProbe } from '../../src/handler.ts'
+import { handleProbe, type RefusedAttempt } from '../../src/handler.ts'
+import type { AuthBackoff } from '../../src/limits.ts'
 import { History } from '../../src/history.ts'
 import { silentLogger } from '../../src/logger.ts'
 import { ProberStates } from '../../src/probers/index.ts'
@@ -29,6 +30,8 @@ export async function probe(
     hostname?: string
     /** What the probers keep across probes (token sources too), to share between probes. */
     states?: ProberStates
+    /** auth_backoff, enforced when given (as the exporter does), to share between probes. */
+    backoff?: AuthBackoff<RefusedAttempt>
   } = {},
 ): Promise<ProbeOutcome> {
   const body = moduleYaml
@@ -56,6 +59,7 @@ export async function probe(
       history,
       metrics: createExporterMetrics('test'),
       timeoutOffset: 0.5,
+      ...(options.backoff ? { backoff: options.backoff } : {}),
       states:
         options.states ??
         new ProberStates({}, { roundtrip: options.roundtripStates ?? new RoundtripStates() }),

@@ -211,6 +211,7 @@ test('config: the default config and the commented example of every option load'
     const config = parseConfig(example, 'example.yml')
     assert.deepEqual(Object.keys(config.modules).sort(), [
       'imap_login',
+      'imap_m365',
       'pop3s_login',
       'roundtrip_imap',
       'smtp_mx',
