@@ -142,6 +142,12 @@ const GC_ON_SIGNAL = [
   "--import=data:text/javascript,process.on('SIGUSR2',()=>globalThis.gc())",
 ]
 
+/**
+ * Node flags for the exporter under test, e.g. BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"
+ * (the profile is written when the bench stops it) or "--max-semi-space-size=2".
+ */
+const NODE_FLAGS = (process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean)
+
 /** This exporter as its own child process, listening on 127.0.0.1:port (build() first). */
 async function startOurs(port: number, options: { gcOnSignal?: boolean } = {}): Promise<Exporter> {
   writeFileSync(join(dir, 'mailprobe.yml'), oursConfig)
@@ -149,6 +155,7 @@ async function startOurs(port: number, options: { gcOnSignal?: boolean } = {}): 
     process.execPath,
     [
       ...(options.gcOnSignal ? GC_ON_SIGNAL : []),
+      ...NODE_FLAGS,
       'dist/src/main.js',
       `--config.file=${join(dir, 'mailprobe.yml')}`,
       `--web.listen-address=127.0.0.1:${port}`,

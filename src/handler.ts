@@ -376,15 +376,17 @@ async function answer(
 
   const metricsText = await registry.metrics()
   const transcriptLines = finding.transcript
-  const debugText = [
-    'Logs for the probe:',
-    ...transcriptLines,
-    '',
-    'Metrics that would have been returned:',
-    metricsText,
-    'Module configuration:',
-    stringify({ [req.moduleName]: redactModule(req.module) }),
-  ].join('\n')
+  // Kept as its pieces (the module is the loaded config's), put together only when asked for.
+  const debugText = () =>
+    [
+      'Logs for the probe:',
+      ...transcriptLines,
+      '',
+      'Metrics that would have been returned:',
+      metricsText,
+      'Module configuration:',
+      stringify({ [req.moduleName]: redactModule(req.module) }),
+    ].join('\n')
   deps.history.add({
     time: new Date(),
     module: req.moduleName,
@@ -393,6 +395,7 @@ async function answer(
     durationSeconds: seconds,
     failedPhase,
     debugText,
+    debugBytes: transcriptLines.reduce((bytes, line) => bytes + line.length + 1, metricsText.length),
     phases: finding.steps,
   })
   const outcome: ProbeOutcome = {
@@ -404,6 +407,6 @@ async function answer(
     transcript: transcriptLines,
     metrics: () => registry.getMetricsAsJSON(),
   }
-  if (req.debug) return { status: 200, contentType: TEXT, body: debugText, outcome }
+  if (req.debug) return { status: 200, contentType: TEXT, body: debugText(), outcome }
   return { status: 200, contentType: registry.contentType, body: metricsText, outcome }
 }

@@ -9,7 +9,10 @@ export interface ProbeRecord {
   success: boolean
   durationSeconds: number
   failedPhase: string | undefined
-  debugText: string
+  /** What ?debug=true shows, rendered on demand (/logs): most probes are never looked at. */
+  debugText: () => string
+  /** What the pieces behind debugText take, for the byte budget. */
+  debugBytes: number
   /** The probe's steps, for its waterfall (bounded by ProbePhases' MAX_STEPS). */
   phases: readonly PhaseStep[]
 }
@@ -17,9 +20,9 @@ export interface ProbeRecord {
 /** What one kept step costs, roughly: the object and its numbers; the strings it names (metric, phase) are shared. */
 const STEP_BYTES = 96
 
-/** A record's approximate size for the byte budget: its debug text and its steps. */
+/** A record's approximate size for the byte budget: its debug text's pieces and its steps. */
 function recordBytes(record: ProbeRecord): number {
-  let bytes = record.debugText.length
+  let bytes = record.debugBytes
   for (const step of record.phases) bytes += STEP_BYTES + step.name.length + (step.host?.length ?? 0)
   return bytes
 }

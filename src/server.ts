@@ -124,7 +124,7 @@ export function createApp(state: ServerState): express.Express {
       res.status(404).type(TEXT).send('no probe with that id in the history\n')
       return
     }
-    res.type(TEXT).send(record.debugText)
+    res.type(TEXT).send(record.debugText())
   })
 
   // Service discovery: a domain's mail exchangers as http_sd target groups (src/sd.ts).

@@ -9,6 +9,7 @@ import { authMechanisms, hasCapability } from '../protocol/imap-reply.ts'
 import {
   IMAP_PHASES,
   ImapSession,
+  loadImapflow,
   type ImapPhase,
   type LoginPlan,
   type PreLogin,
@@ -153,6 +154,7 @@ async function openSession(
   labels: Labels,
   refused: readonly ImapMechanism[],
 ): Promise<ImapSession> {
+  const imapflow = await loadImapflow()
   let socket = await phase('connect', () =>
     connectTcp(address.address, target.port, ctx.signal, settings.source_ip_address),
   )
@@ -166,6 +168,7 @@ async function openSession(
     )
   }
   return new ImapSession({
+    imapflow,
     socket,
     host: tlsName(target),
     port: target.port,

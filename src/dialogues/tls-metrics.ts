@@ -2,6 +2,7 @@
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls'
 import type { Registry } from 'prom-client'
 import { setGauge, setInfo, type Labels, legGauge } from '../metrics.ts'
+import { peerCertificate } from '../protocol/connection.ts'
 
 const PROBE_TLS_VERSION_INFO = legGauge(
   'probe_tls_version_info',
@@ -49,7 +50,7 @@ export function tlsVersionName(protocol: string | null): string {
 export function peerChain(socket: TLSSocket): DetailedPeerCertificate[] {
   const chain: DetailedPeerCertificate[] = []
   const seen = new Set<string>()
-  let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
+  let cert: DetailedPeerCertificate | undefined = peerCertificate(socket)
   while (cert && Object.keys(cert).length > 0 && !seen.has(cert.fingerprint256)) {
     seen.add(cert.fingerprint256)
     chain.push(cert)

@@ -72,23 +72,73 @@ export function connectTcp(
   })
 }
 
-/**
- * TLS options for a probe. Verification is done by us after the handshake (checkVerified) so that a
- * bad certificate still yields its TLS facts and a clear error instead of a bare socket error.
- */
-export function tlsOptions(host: string, config: TlsConfig): tls.ConnectionOptions {
-  const serverName = config.server_name ?? host
+function contextOptions(config: TlsConfig): tls.SecureContextOptions {
   return {
-    // Verify against server_name, or the target host; an IP target is verified against the IP SANs.
-    host: serverName,
-    ...(net.isIP(serverName) === 0 ? { servername: serverName } : {}),
-    rejectUnauthorized: false,
     ...(config.ca ? { ca: config.ca } : {}),
     ...(config.cert ? { cert: config.cert } : {}),
     ...(config.key ? { key: config.key } : {}),
     ...(config.min_version ? { minVersion: TLS_VERSION[config.min_version] } : {}),
     ...(config.max_version ? { maxVersion: TLS_VERSION[config.max_version] } : {}),
   }
+}
+
+/**
+ * One SecureContext per tls_config, made on first use: otherwise every handshake builds its own
+ * (OpenSSL context, CA store, key), a good part of a probe's CPU. Keyed weakly by the config object,
+ * so a reloaded config brings new contexts and the old ones go with it. A shared context resumes no
+ * sessions (Node keeps no client session cache in it): every probe still does a full handshake.
+ */
+const secureContexts = new WeakMap<TlsConfig, tls.SecureContext>()
+
+/** The shared context, or undefined when the files do not make one (tls.connect then says why, as before). */
+function sharedContext(config: TlsConfig): tls.SecureContext | undefined {
+  let context = secureContexts.get(config)
+  if (context) return context
+  try {
+    context = tls.createSecureContext(contextOptions(config))
+  } catch {
+    return undefined
+  }
+  secureContexts.set(config, context)
+  return context
+}
+
+/** Where tlsOptions' identity check leaves the certificate Node built for it, and keepPeer puts it. */
+const PEER = Symbol('detailed peer certificate')
+type WithPeer = { [PEER]?: tls.DetailedPeerCertificate }
+
+/**
+ * TLS options for a probe. Verification is done by us after the handshake (checkVerified) so that a
+ * bad certificate still yields its TLS facts and a clear error instead of a bare socket error.
+ * Each result is for one connection: hand it to keepPeer with the socket once the handshake is done.
+ */
+export function tlsOptions(host: string, config: TlsConfig): tls.ConnectionOptions {
+  const serverName = config.server_name ?? host
+  const context = sharedContext(config)
+  const options: tls.ConnectionOptions & WithPeer = {
+    // Verify against server_name, or the target host; an IP target is verified against the IP SANs.
+    host: serverName,
+    ...(net.isIP(serverName) === 0 ? { servername: serverName } : {}),
+    rejectUnauthorized: false,
+    ...(context ? { secureContext: context } : contextOptions(config)),
+    // Node builds the whole chain as objects for this check (~0.4 ms): kept for the TLS facts.
+    checkServerIdentity: (name, cert) => {
+      options[PEER] = cert as tls.DetailedPeerCertificate // typed short: Node passes getPeerCertificate(true)
+      return tls.checkServerIdentity(name, cert)
+    },
+  }
+  return options
+}
+
+/** After the handshake: the socket keeps the certificate its options' identity check was given. */
+export function keepPeer(socket: tls.TLSSocket, options: tls.ConnectionOptions): void {
+  const peer = (options as WithPeer)[PEER]
+  if (peer) (socket as WithPeer)[PEER] = peer
+}
+
+/** The presented certificate with its chain: the one Node built for its identity check, if it did one. */
+export function peerCertificate(socket: tls.TLSSocket): tls.DetailedPeerCertificate {
+  return (socket as WithPeer)[PEER] ?? socket.getPeerCertificate(true)
 }
 
 /** Throws TlsVerifyError unless the peer verified or the module skips verification. */
@@ -105,7 +155,8 @@ export function startTls(
   signal: AbortSignal,
 ): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const secure = tls.connect({ ...tlsOptions(host, config), socket })
+    const options = tlsOptions(host, config)
+    const secure = tls.connect({ ...options, socket })
     secure.on('error', () => undefined)
     bindSignal(secure, signal)
     const fail = (err: Error) => {
@@ -114,6 +165,7 @@ export function startTls(
     secure.once('error', fail)
     secure.once('secureConnect', () => {
       secure.off('error', fail)
+      keepPeer(secure, options)
       resolve(secure)
     })
   })

@@ -3,7 +3,7 @@
 import type net from 'node:net'
 import type { Duplex } from 'node:stream'
 import tls from 'node:tls'
-import { ImapFlow, type AuthOptions, type ImapTransport, type Logger as ImapflowLogger } from 'imapflow'
+import type { AuthOptions, ImapFlow, ImapTransport, Logger as ImapflowLogger } from 'imapflow'
 import { DeadlineError, PhaseError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { VERSION } from '../version.ts'
@@ -13,6 +13,7 @@ import {
   afterTicket,
   bindSignal,
   checkVerified,
+  keepPeer,
   describeTlsError,
   FloodError,
   tlsOptions,
@@ -124,6 +125,29 @@ export const IMAP_LIMITS = {
   maxUntaggedLines: 2_000,
 }
 
+/**
+ * imapflow is loaded by the first IMAP probe, not at start: with what it pulls in (pino, iconv-lite,
+ * libmime) it is about 12 MB of resident memory that an exporter without IMAP modules never needs.
+ * Load it before connecting: a server that greets and hangs up at once must find imapflow listening.
+ */
+export async function loadImapflow(): Promise<typeof ImapFlow> {
+  return (await import('imapflow')).ImapFlow
+}
+
+export interface ImapSessionOptions {
+  /** imapflow's client class (loadImapflow). */
+  imapflow: typeof ImapFlow
+  /** Connected; for implicit TLS the TLSSocket, its certificate already checked. */
+  socket: net.Socket
+  host: string
+  port: number
+  mode: ImapTlsMode
+  tlsConfig: TlsConfig
+  signal: AbortSignal
+  logger: Logger
+  hooks: SessionHooks
+}
+
 /** Greetings a server may open with (RFC 9051 7.1). */
 const GREETINGS = new Set(['OK', 'PREAUTH', 'BYE'])
 
@@ -161,17 +185,7 @@ export class ImapSession {
   #closed = false
   #untaggedLines = 0
 
-  constructor(options: {
-    /** Connected; for implicit TLS the TLSSocket, its certificate already checked. */
-    socket: net.Socket
-    host: string
-    port: number
-    mode: ImapTlsMode
-    tlsConfig: TlsConfig
-    signal: AbortSignal
-    logger: Logger
-    hooks: SessionHooks
-  }) {
+  constructor(options: ImapSessionOptions) {
     this.#host = options.host
     this.#mode = options.mode
     this.#tlsConfig = options.tlsConfig
@@ -190,7 +204,7 @@ export class ImapSession {
       },
       upgrade: (plain, _opts, onSecure) => this.#upgrade(plain, onSecure),
     }
-    this.client = new ImapFlow({
+    this.client = new options.imapflow({
       host: options.host,
       port: options.port,
       secure: options.mode === 'implicit',
@@ -447,12 +461,14 @@ export class ImapSession {
       timed = true
       this.#hooks.addPhase('tls', (performance.now() - start) / 1000)
     }
-    const secure = tls.connect({ ...tlsOptions(this.#host, this.#tlsConfig), socket: plain })
+    const options = tlsOptions(this.#host, this.#tlsConfig)
+    const secure = tls.connect({ ...options, socket: plain })
     bindSignal(secure, this.#signal)
     secure.once('error', time) // imapflow's own listener reports the error
     secure.once('secureConnect', () => {
       // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
       time()
+      keepPeer(secure, options)
       afterTicket(secure, performance.now() - start, this.#logger, () => {
         this.#tlsSocket = secure
         this.#viaStarttls = true

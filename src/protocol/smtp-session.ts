@@ -6,7 +6,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import { DeadlineError, ProtocolError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 import { abortable } from './abort.ts'
-import { afterTicket, checkVerified, tlsOptions, type TlsConfig } from './connection.ts'
+import { afterTicket, checkVerified, keepPeer, tlsOptions, type TlsConfig } from './connection.ts'
 import { parseReply, type SmtpReply } from './smtp-reply.ts'
 
 export type SmtpPhase =
@@ -74,6 +74,8 @@ export class SmtpSession {
   readonly #logger: Logger
   readonly #signal: AbortSignal
   readonly #tlsConfig: TlsConfig
+  /** Given to nodemailer for STARTTLS; its identity check keeps the peer certificate (keepPeer). */
+  readonly #tlsOptions: tls.ConnectionOptions
   /** Commands sent and not yet answered: SMTP answers in order, also with PIPELINING and AUTH continuations. */
   readonly #pending: { t: number; phase: SmtpPhase }[] = []
   #bannerStart = performance.now()
@@ -104,6 +106,7 @@ export class SmtpSession {
     this.#signal = options.signal
     this.#tlsConfig = options.tlsConfig
     this.#tlsDone = options.secured
+    this.#tlsOptions = tlsOptions(options.host, options.tlsConfig)
     const log = (entry: { tnx?: string } | undefined, text?: unknown) => {
       this.#onLog(entry?.tnx, typeof text === 'string' ? text : '')
     }
@@ -125,7 +128,7 @@ export class SmtpSession {
       name: options.ehloName,
       ignoreTLS: options.mode === 'none',
       opportunisticTLS: options.mode === 'starttls_opportunistic',
-      tls: tlsOptions(options.host, options.tlsConfig),
+      tls: this.#tlsOptions,
       connectionTimeout: idle,
       greetingTimeout: idle,
       socketTimeout: idle,
@@ -171,6 +174,7 @@ export class SmtpSession {
         // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
         const handshakeMs = performance.now() - start
         this.#hooks.addPhase('tls', handshakeMs / 1000)
+        keepPeer(socket, this.#tlsOptions)
         const proceed = () => {
           this.#tlsDone = true
           try {

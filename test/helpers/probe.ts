@@ -71,7 +71,7 @@ export async function probe(
   const failed = samples.find((s) => s.name === 'probe_failed_phase_info')
   return {
     samples,
-    debug: history.list()[0]?.debugText ?? '',
+    debug: history.list()[0]?.debugText() ?? '',
     seconds,
     value: (name, labels) => sampleValue(samples, name, labels),
     failedPhase: failed?.labels['phase'],

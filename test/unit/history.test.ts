@@ -10,7 +10,8 @@ const record = (success: boolean, module: string) => ({
   success,
   durationSeconds: 0.1,
   failedPhase: success ? undefined : 'banner',
-  debugText: module,
+  debugText: () => module,
+  debugBytes: module.length,
 })
 
 test('history: keeps the newest N successes and a longer list of failures, newest first', () => {
@@ -23,7 +24,11 @@ test('history: keeps the newest N successes and a longer list of failures, newes
     ['f2', 's5', 's4', 'f1'],
   )
   const oldFailure = history.list().find((r) => r.module === 'f1')
-  assert.equal(history.get(oldFailure?.id ?? -1)?.debugText, 'f1', 'an old failure outlives newer successes')
+  assert.equal(
+    history.get(oldFailure?.id ?? -1)?.debugText(),
+    'f1',
+    'an old failure outlives newer successes',
+  )
   for (let i = 3; i <= 5; i++) history.add(record(false, `f${i}`))
   assert.equal(history.list().filter((r) => !r.success).length, 3)
   assert.equal(history.get(oldFailure?.id ?? -1), undefined)
@@ -33,7 +38,7 @@ test('history: the debug texts kept are bounded in bytes; the oldest successes g
   const history = new History(50, 200, 1000)
   const big = (success: boolean, module: string) => ({
     ...record(success, module),
-    debugText: 'x'.repeat(300),
+    debugBytes: 300,
   })
   history.add(big(false, 'f1'))
   history.add(big(true, 's1'))

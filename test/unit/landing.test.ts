@@ -211,7 +211,8 @@ const record = (over: Partial<ProbeRecord> = {}): ProbeRecord => ({
   success: false,
   durationSeconds: 0.16,
   failedPhase: 'ehlo',
-  debugText: 'log',
+  debugText: () => 'log',
+  debugBytes: 3,
   phases: STEPS,
   ...over,
 })
