@@ -4,6 +4,7 @@ import { createExporterMetrics } from '../../src/exporter-metrics.ts'
 import { handleProbe, type RefusedAttempt } from '../../src/handler.ts'
 import type { AuthBackoff } from '../../src/limits.ts'
 import { History } from '../../src/history.ts'
+import type { PhaseStep } from '../../src/phases.ts'
 import { silentLogger } from '../../src/logger.ts'
 import { ProberStates } from '../../src/probers/index.ts'
 import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
@@ -17,6 +18,8 @@ export interface ProbeOutcome {
   value(name: string, labels?: Labels): number | undefined
   /** probe_failed_phase_info's phase, or undefined on success. */
   failedPhase: string | undefined
+  /** The phase steps the history keeps for the probe's waterfall. */
+  steps: readonly PhaseStep[]
 }
 
 /** `moduleYaml` is the body of one module (prober: ..., ...), indented or not. */
@@ -75,5 +78,6 @@ export async function probe(
     seconds,
     value: (name, labels) => sampleValue(samples, name, labels),
     failedPhase: failed?.labels['phase'],
+    steps: history.list()[0]?.phases ?? [],
   }
 }

@@ -2,9 +2,14 @@
 // project's real Dovecot (IMAP, POP3) and Postfix submission (SASL through Dovecot), whose oauth2 passdb
 // asks the same endpoint (RFC 7662 introspection) about every token. Short token lifetimes: the probes
 // keep working over several of them; a revoked refresh token fails in phase token; a token the endpoint
-// revoked while cached is replaced once and the probe succeeds.
+// revoked while cached is replaced once and the probe succeeds; a wrong password backs off.
 import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
+import type { RefusedAttempt } from '../../src/handler.ts'
+import { AuthBackoff } from '../../src/limits.ts'
 import { ProberStates } from '../../src/probers/index.ts'
 import { probe } from '../helpers/probe.ts'
 import { mailStack } from '../helpers/stack.ts'
@@ -129,4 +134,52 @@ test('oauth2 (Dovecot): refresh_token grant works; a revoked refresh token fails
   assert.doesNotMatch(revoked.debug, new RegExp(refresh))
   assert.equal(revoked.value('probe_imap_duration_seconds', { phase: 'connect' }), 0, 'no connection made')
   assert.equal(e.requests.filter((r) => r.path === '/introspect').length, introspections)
+})
+
+test('oauth2 (Dovecot): a refresh_token module with rotation works over several 1-second token lifetimes', async (t) => {
+  const e = await endpoint(t, 1)
+  e.rotate = true
+  const refresh = e.issueRefreshToken(USER)
+  const stateFile = join(mkdtempSync(join(tmpdir(), 'mailprobe-oauth2-')), 'refresh.json')
+  const grant = `\n        grant: refresh_token\n        refresh_token: ${refresh}\n        state_file: ${stateFile}`
+  const states = new ProberStates()
+  t.after(() => states.close())
+  for (let i = 0; i < 6; i++) {
+    const r = await probe(modules(e, grant).imap, targets.imap, { states })
+    assert.equal(r.value('probe_success'), 1, `round ${i}\n${r.debug}`)
+    await sleep(500)
+  }
+  const fetches = e.count('refresh_token')
+  assert.ok(fetches >= 3, `${fetches} refreshes for about 3.5 s of 1 s tokens`)
+  // Each refresh rotated the refresh token: the configured one is long revoked, the kept one works.
+  assert.notEqual(
+    (JSON.parse(readFileSync(stateFile, 'utf8')) as { refresh_token: string }).refresh_token,
+    refresh,
+  )
+})
+
+test('auth_backoff (Dovecot): a wrong password is tried once per back-off period, not on every probe', async () => {
+  const [user] = stack.users.probe
+  const wrong = `
+prober: imap
+allowed_targets: [127.0.0.1]
+timeout: 8s
+auth_backoff: 2s
+imap:
+  tls: implicit
+  tls_config: { ca_file: ${stack.ca} }
+  auth: { username: ${user}, password: not-the-password }`
+  const backoff = new AuthBackoff<RefusedAttempt>()
+  const first = await probe(wrong, targets.imap, { backoff })
+  assert.equal(first.failedPhase, 'auth', first.debug)
+  assert.equal(first.value('probe_auth_backoff'), 0)
+  const again = await probe(wrong, targets.imap, { backoff })
+  assert.equal(again.value('probe_auth_backoff'), 1, again.debug)
+  assert.equal(again.failedPhase, 'auth')
+  assert.ok(again.seconds < 0.05, `answered without a login (${again.seconds}s)`)
+  assert.match(again.debug, /not logging in again: the last login was refused/)
+  await sleep(2100)
+  const later = await probe(wrong, targets.imap, { backoff })
+  assert.equal(later.value('probe_auth_backoff'), 0, 'the period is over: logged in (and refused) again')
+  assert.match(later.debug, /AUTHENTICATIONFAILED|Authentication failed/i)
 })

@@ -75,6 +75,13 @@ test('mx: every mail exchanger is probed on its address, by preference, with mx 
   // Unlabelled series are the probe's own: one probe_success.
   assert.equal(r.samples.filter((s) => s.name === 'probe_success').length, 1)
   assert.deepEqual([mx1?.connections, mx2?.connections], [1, 1])
+  // The waterfall has the MX part's own steps, then each host's, named by host.
+  assert.ok(r.steps.some((s) => s.host === undefined && s.phase === 'lookup_mx'))
+  for (const host of ['mx1.mail.test [127.0.0.2]', 'mx2.mail.test [127.0.0.3]'])
+    assert.ok(
+      r.steps.some((s) => s.host === host && s.phase === 'tls'),
+      host,
+    )
   assert.match(
     r.debug,
     /msg="mail exchangers" domain=mail\.test server=127\.0\.0\.1:\d+ hosts="10 mx1\.mail\.test, 20 mx2\.mail\.test"/,

@@ -5,6 +5,7 @@ import { test } from 'node:test'
 import { parseConfig } from '../../src/config.ts'
 import { silentLogger } from '../../src/logger.ts'
 import { discoverMailExchangers } from '../../src/sd.ts'
+import { startExporter } from '../helpers/exporter.ts'
 import { dnsServer, type DnsRecords } from '../servers/dns.ts'
 
 const records: Record<string, DnsRecords> = {
@@ -97,4 +98,25 @@ test('sd: a null MX lists nothing; a failed lookup is a 502; a host target or a 
   const imap = await discoverMailExchangers('p', modules['p']!, 'mx:mail.test', silentLogger)
   assert.equal(imap.status, 400)
   assert.match(imap.body, /mx: targets are for smtp modules/)
+})
+
+test('sd: GET /sd answers over HTTP as Prometheus http_sd_configs reads it; a bad request is a 400', async (t) => {
+  const dns = await dnsServer(t, records)
+  const exporter = await startExporter(
+    t,
+    `modules:\n  m:\n    prober: smtp\n    smtp: { dns_server: "${dns.address}" }\n`,
+  )
+  const r = await exporter.get('/sd?module=m&target=mx:mail.test')
+  assert.equal(r.status, 200)
+  assert.equal(r.headers.get('content-type'), 'application/json; charset=utf-8')
+  const groups = (await r.json()) as { targets: string[] }[]
+  assert.deepEqual(
+    groups.map((g) => g.targets[0]),
+    ['mx1.mail.test:25', 'mx2.mail.test:25'],
+  )
+  const unknown = await exporter.get('/sd?module=nope&target=mx:mail.test')
+  assert.equal(unknown.status, 400)
+  assert.match(await unknown.text(), /unknown module "nope" \(known: m\)/)
+  const twice = await exporter.get('/sd?module=m&target=mx:a.test&target=mx:b.test')
+  assert.equal(twice.status, 400)
 })
