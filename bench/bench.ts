@@ -1,8 +1,9 @@
-// Benchmark: mailprobe_exporter against blackbox_exporter on the same real Postfix + Dovecot, same run,
-// then a soak of mixed probes with hostile servers (bench/soak.ts). Run with `npm run bench` (starts the
-// mail stack); `-- --soak` runs only the soak, `-- --quick` shortens every part. Results: bench/results/.
+// Benchmark: mailprobe_exporter against blackbox_exporter on the same real Postfix + Dovecot, same run (sequential,
+// at concurrency 8 and at 50), then a soak of mixed probes with hostile servers (bench/soak.ts). Run with
+// `npm run bench` (starts the mail stack); `-- --soak` runs only the soak, `-- --quick` shortens every part.
+// Results: bench/results/.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, watch, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, watch, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -14,9 +15,11 @@ import { buildMessage } from '../src/protocol/message.ts'
 import { testContext } from '../test/helpers/context.ts'
 import { mailStack } from '../test/helpers/stack.ts'
 import { parseMetrics, sampleValue } from '../test/helpers/metrics.ts'
+import { runConcurrent, type ConcurrentResult } from './concurrent.ts'
 import { soakMarkdown } from './soak-report.ts'
 import { SOAK_MODULES, startHostileServers } from './soak-mix.ts'
 import { runSoak, type SoakResult } from './soak.ts'
+import { cpuSeconds, quantile, rssMiB } from './stats.ts'
 
 const { values: args } = parseArgs({
   options: { soak: { type: 'boolean', default: false }, quick: { type: 'boolean', default: false } },
@@ -34,8 +37,12 @@ const SOAK_PROBES = envNumber('BENCH_SOAK_PROBES', 10_000, 1000)
 const SOAK_WARMUP = envNumber('BENCH_SOAK_WARMUP', 500, 100)
 const SOAK_SETTLE_MS = envNumber('BENCH_SOAK_SETTLE_MS', 5000, 3000)
 const CONCURRENCY = 8
+const CONCURRENT_50 = envNumber('BENCH_CONCURRENT_50', 1000, 200)
+const HIGH_CONCURRENCY = 50
 
-// The same conversation for both: greeting, EHLO, STARTTLS, TLS handshake (verified), EHLO, QUIT.
+// SMTP, the same conversation for both: greeting, EHLO, STARTTLS, TLS handshake (verified), EHLO, QUIT.
+// IMAP and POP3: greeting, capabilities, STARTTLS/STLS, verified TLS, capabilities again, LOGOUT/QUIT. blackbox's
+// scanner strips the CR, so "^\.$" is the line that ends a multi-line POP3 answer. send appends "\n" itself.
 const blackboxConfig = `
 modules:
   smtp_starttls:
@@ -63,13 +70,32 @@ modules:
       tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
       query_response:
         - expect: "^\\\\* OK"
-        - send: "a1 STARTTLS\\r"
+        - send: "a1 CAPABILITY\\r"
         - expect: "^a1 OK"
-        - starttls: true
-        - send: "a2 CAPABILITY\\r"
+        - send: "a2 STARTTLS\\r"
         - expect: "^a2 OK"
-        - send: "a3 LOGOUT\\r"
+        - starttls: true
+        - send: "a3 CAPABILITY\\r"
         - expect: "^a3 OK"
+        - send: "a4 LOGOUT\\r"
+        - expect: "^a4 OK"
+  pop3_stls:
+    prober: tcp
+    timeout: 10s
+    tcp:
+      preferred_ip_protocol: ip4
+      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
+      query_response:
+        - expect: "^\\\\+OK"
+        - send: "CAPA\\r"
+        - expect: "^\\\\.$"
+        - send: "STLS\\r"
+        - expect: "^\\\\+OK"
+        - starttls: true
+        - send: "CAPA\\r"
+        - expect: "^\\\\.$"
+        - send: "QUIT\\r"
+        - expect: "^\\\\+OK"
 `
 
 const [user, pass] = stack.users.probe
@@ -96,6 +122,16 @@ modules:
       tls: starttls
       tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
       auth: { username: ${user}, password: ${pass} }
+  # The IMAP prober cannot skip the login (auth is required): STATUS is the shortest dialogue after it.
+  imap_login_status:
+    prober: imap
+    min_interval: 0s
+    allowed_targets: [127.0.0.1]
+    imap:
+      tls: starttls
+      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
+      auth: { username: ${user}, password: ${pass} }
+      mailbox_check: status
   pop3_login:
     prober: pop3
     min_interval: 0s
@@ -184,17 +220,6 @@ async function startBlackbox(): Promise<Exporter> {
   return exporter
 }
 
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
-  return (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks (USER_HZ = 100)
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/)
-  return Number(line?.[1] ?? 0) / 1024
-}
-
 async function probeOnce(e: Exporter, module: string, target: string) {
   const start = performance.now()
   const res = await fetch(`${e.base}/probe?module=${module}&target=${target}`)
@@ -204,11 +229,6 @@ async function probeOnce(e: Exporter, module: string, target: string) {
   const ok = sampleValue(samples, 'probe_success') === 1
   if (!ok) throw new Error(`${e.name} ${module} failed:\n${body.slice(0, 2000)}`)
   return { wall, reported: (sampleValue(samples, 'probe_duration_seconds') ?? NaN) * 1000, samples }
-}
-
-const quantile = (values: number[], q: number) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
 }
 
 interface Result {
@@ -353,6 +373,12 @@ interface Comparison {
   rows: { probe: string; mailprobe: Result; blackbox: Result | undefined }[]
   phasesMs: { smtpStarttls: Record<string, number>; imapLogin: Record<string, number> }
   rssMiBAfter: { mailprobe: number; blackbox: number }
+  /** After rssMiBAfter was taken: each shared dialogue at concurrency 50 over keep-alive connections. */
+  highConcurrency: {
+    concurrency: number
+    probes: number
+    rows: { probe: string; mailprobe: ConcurrentResult; blackbox: ConcurrentResult }[]
+  }
   roundtrip: Record<'imap' | 'pop3', RoundtripFigures> & { runs: number }
 }
 
@@ -366,33 +392,78 @@ async function compare(): Promise<Comparison> {
   try {
     const smtpTarget = `127.0.0.1:${stack.ports.submission}`
     const imapTarget = `127.0.0.1:${stack.ports.imap}`
+    const pop3Target = `127.0.0.1:${stack.ports.pop3}`
+    // What both can probe. Our IMAP and POP3 probers always log in (auth is required), blackbox's tcp prober never.
+    const shared = [
+      {
+        probe: 'SMTP STARTTLS (same dialogue)',
+        ours: 'smtp_starttls',
+        theirs: 'smtp_starttls',
+        target: smtpTarget,
+        phases: 'probe_smtp_duration_seconds',
+      },
+      {
+        probe: 'IMAP STARTTLS + CAPABILITY + LOGOUT (ours logs in + STATUS, blackbox does not)',
+        ours: 'imap_login_status',
+        theirs: 'imap_starttls',
+        target: imapTarget,
+      },
+      {
+        probe: 'POP3 STLS + CAPA + QUIT (ours logs in + STAT, blackbox does not)',
+        ours: 'pop3_login',
+        theirs: 'pop3_stls',
+        target: pop3Target,
+      },
+    ]
     const rows: Comparison['rows'] = []
     console.log(
-      `sequential probes: ${SEQUENTIAL} each; concurrent: ${CONCURRENT_TOTAL} at concurrency ${CONCURRENCY}`,
+      `sequential probes: ${SEQUENTIAL} each; concurrent: ${CONCURRENT_TOTAL} at concurrency ${CONCURRENCY}, ` +
+        `then ${CONCURRENT_50} at concurrency ${HIGH_CONCURRENCY}`,
     )
-    const smtpOurs = await measure(ours, 'smtp_starttls', smtpTarget, 'probe_smtp_duration_seconds')
-    const smtpBlackbox = await measure(blackbox, 'smtp_starttls', smtpTarget)
-    rows.push({ probe: 'SMTP STARTTLS (same dialogue)', mailprobe: smtpOurs, blackbox: smtpBlackbox })
+    for (const d of shared)
+      rows.push({
+        probe: d.probe,
+        mailprobe: await measure(ours, d.ours, d.target, d.phases),
+        blackbox: await measure(blackbox, d.theirs, d.target),
+      })
+    const smtpOurs = rows[0]!.mailprobe
     const imapOursLogin = await measure(ours, 'imap_login', imapTarget, 'probe_imap_duration_seconds')
-    const imapBlackbox = await measure(blackbox, 'imap_starttls', imapTarget)
     rows.push({
-      probe: 'IMAP: ours STARTTLS+login+EXAMINE vs blackbox STARTTLS+CAPABILITY',
+      probe: 'IMAP STARTTLS + login + EXAMINE (ours only)',
       mailprobe: imapOursLogin,
-      blackbox: imapBlackbox,
+      blackbox: undefined,
     })
     rows.push({
       probe: 'SMTP STARTTLS + AUTH (ours only)',
       mailprobe: await measure(ours, 'smtp_submission_auth', smtpTarget),
       blackbox: undefined,
     })
-    rows.push({
-      probe: 'POP3 STLS + login + STAT (ours only)',
-      mailprobe: await measure(ours, 'pop3_login', `127.0.0.1:${stack.ports.pop3}`),
-      blackbox: undefined,
-    })
     const rssMiBAfter = {
       mailprobe: rssMiB(ours.process.pid ?? 0),
       blackbox: rssMiB(blackbox.process.pid ?? 0),
+    }
+    const highRows: Comparison['highConcurrency']['rows'] = []
+    for (const d of shared) {
+      const run = async (e: Exporter, module: string) => {
+        const result = await runConcurrent({
+          base: e.base,
+          pid: e.process.pid ?? 0,
+          module,
+          target: d.target,
+          probes: CONCURRENT_50,
+          concurrency: HIGH_CONCURRENCY,
+        })
+        if (result.firstFailure !== undefined)
+          console.warn(
+            `${e.name} ${module} at concurrency ${HIGH_CONCURRENCY}: ${result.failed} failed, the first: ${result.firstFailure}`,
+          )
+        return result
+      }
+      highRows.push({
+        probe: d.probe,
+        mailprobe: await run(ours, d.ours),
+        blackbox: await run(blackbox, d.theirs),
+      })
     }
     const imap = roundtripFigures(await measureDetectionLag(ROUNDTRIPS, 'imap'))
     const pop3 = roundtripFigures(await measureDetectionLag(ROUNDTRIPS, 'pop3'))
@@ -403,6 +474,7 @@ async function compare(): Promise<Comparison> {
       rows,
       phasesMs: { smtpStarttls: roundPhases(smtpOurs.phases), imapLogin: roundPhases(imapOursLogin.phases) },
       rssMiBAfter,
+      highConcurrency: { concurrency: HIGH_CONCURRENCY, probes: CONCURRENT_50, rows: highRows },
       roundtrip: { runs: ROUNDTRIPS, imap, pop3 },
     }
   } finally {
@@ -429,6 +501,7 @@ function comparisonMarkdown(c: Comparison): string {
       )
     }
   }
+  lines.push('', ...highConcurrencyMarkdown(c.highConcurrency))
   const r = c.roundtrip
   lines.push(
     '',
@@ -447,6 +520,26 @@ function comparisonMarkdown(c: Comparison): string {
       `(goal: within 100 ms of IMAP's: ${fmt(r.pop3.acceptedToDetectedMedianMs - r.imap.acceptedToDetectedMedianMs)} ms)`,
   )
   return lines.join('\n') + '\n'
+}
+
+function highConcurrencyMarkdown(h: Comparison['highConcurrency']): string[] {
+  const lines = [
+    `### At concurrency ${h.concurrency} (${h.probes} probes each, ${h.concurrency} keep-alive HTTP connections)`,
+    '',
+    '| probe | exporter | probes/s | median ms | p90 ms | p99 ms | CPU ms/probe | RSS before / peak MiB | failed | connections |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  const cells = (x: ConcurrentResult) =>
+    `${fmt(x.perSecond, 0)} | ${fmt(x.median)} | ${fmt(x.p90)} | ${fmt(x.p99)} | ${fmt(x.cpuMsPerProbe)} | ` +
+    `${fmt(x.rssMiB.before, 1)} / ${fmt(x.rssMiB.peak, 1)} | ${x.failed} | ${x.connections}`
+  for (const { probe, mailprobe: a, blackbox: b } of h.rows)
+    lines.push(
+      `| ${probe} | mailprobe | ${cells(a)} |`,
+      `| | blackbox | ${cells(b)} |`,
+      `| | ratio mailprobe/blackbox | ${fmt(a.perSecond / b.perSecond)} | ${fmt(a.median / b.median)} | ${fmt(a.p90 / b.p90)} | ` +
+        `${fmt(a.p99 / b.p99)} | ${fmt(a.cpuMsPerProbe / b.cpuMsPerProbe)} | ${fmt(a.rssMiB.peak / b.rssMiB.peak)} (peak) | | |`,
+    )
+  return lines
 }
 
 /** The soak against a fresh exporter process, with the hostile servers in a helper process. */
