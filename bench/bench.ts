@@ -16,6 +16,8 @@ import { testContext } from '../test/helpers/context.ts'
 import { mailStack } from '../test/helpers/stack.ts'
 import { parseMetrics, sampleValue } from '../test/helpers/metrics.ts'
 import { runConcurrent, type ConcurrentResult } from './concurrent.ts'
+import { costGoals, costGoalsMarkdown, type CostGoal } from './goals.ts'
+import { measureRawSmtp, type RawSmtpResult } from './raw-smtp.ts'
 import { soakMarkdown } from './soak-report.ts'
 import { SOAK_MODULES, startHostileServers } from './soak-mix.ts'
 import { runSoak, type SoakResult } from './soak.ts'
@@ -39,6 +41,8 @@ const SOAK_SETTLE_MS = envNumber('BENCH_SOAK_SETTLE_MS', 5000, 3000)
 const CONCURRENCY = 8
 const CONCURRENT_50 = envNumber('BENCH_CONCURRENT_50', 1000, 200)
 const HIGH_CONCURRENCY = 50
+/** How long both exporters sit after start-up and one /metrics answer before their idle RSS is read. */
+const IDLE_SETTLE_MS = 2000
 
 // SMTP, the same conversation for both: greeting, EHLO, STARTTLS, TLS handshake (verified), EHLO, QUIT.
 // IMAP and POP3: greeting, capabilities, STARTTLS/STLS, verified TLS, capabilities again, LOGOUT/QUIT. blackbox's
@@ -372,6 +376,10 @@ interface Comparison {
   concurrency: number
   rows: { probe: string; mailprobe: Result; blackbox: Result | undefined }[]
   phasesMs: { smtpStarttls: Record<string, number>; imapLogin: Record<string, number> }
+  /** Before any probe: IDLE_SETTLE_MS after both were up and had answered /metrics once. */
+  rssMiBIdle: { mailprobe: number; blackbox: number; settleMs: number }
+  /** The SMTP STARTTLS dialogue with node:net + node:tls alone, from the bench process (`sequential` of them). */
+  rawNodeSmtp: RawSmtpResult
   rssMiBAfter: { mailprobe: number; blackbox: number }
   /** After rssMiBAfter was taken: each shared dialogue at concurrency 50 over keep-alive connections. */
   highConcurrency: {
@@ -380,6 +388,7 @@ interface Comparison {
     rows: { probe: string; mailprobe: ConcurrentResult; blackbox: ConcurrentResult }[]
   }
   roundtrip: Record<'imap' | 'pop3', RoundtripFigures> & { runs: number }
+  costGoals: CostGoal[]
 }
 
 const roundPhases = (phases: Record<string, number>) =>
@@ -415,6 +424,24 @@ async function compare(): Promise<Comparison> {
         target: pop3Target,
       },
     ]
+    // waitUp has had one /metrics answer from each; nothing has probed yet (ours has sat a little longer).
+    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS))
+    const rssMiBIdle = {
+      mailprobe: rssMiB(ours.process.pid ?? 0),
+      blackbox: rssMiB(blackbox.process.pid ?? 0),
+      settleMs: IDLE_SETTLE_MS,
+    }
+    // The same servername and CA as the modules' tls_config, so the raw client verifies what the probers do.
+    const rawNodeSmtp = await measureRawSmtp(
+      {
+        host: '127.0.0.1',
+        port: stack.ports.submission,
+        ca: stack.ca,
+        servername: 'mail.test',
+        ehlo: 'bench.example',
+      },
+      SEQUENTIAL,
+    )
     const rows: Comparison['rows'] = []
     console.log(
       `sequential probes: ${SEQUENTIAL} each; concurrent: ${CONCURRENT_TOTAL} at concurrency ${CONCURRENCY}, ` +
@@ -427,6 +454,7 @@ async function compare(): Promise<Comparison> {
         blackbox: await measure(blackbox, d.theirs, d.target),
       })
     const smtpOurs = rows[0]!.mailprobe
+    const smtpTheirs = rows[0]!.blackbox!
     const imapOursLogin = await measure(ours, 'imap_login', imapTarget, 'probe_imap_duration_seconds')
     rows.push({
       probe: 'IMAP STARTTLS + login + EXAMINE (ours only)',
@@ -467,15 +495,36 @@ async function compare(): Promise<Comparison> {
     }
     const imap = roundtripFigures(await measureDetectionLag(ROUNDTRIPS, 'imap'))
     const pop3 = roundtripFigures(await measureDetectionLag(ROUNDTRIPS, 'pop3'))
+    const smtpAt50 = highRows[0]!
+    const peakRow = highRows.reduce((a, b) => (b.mailprobe.rssMiB.peak > a.mailprobe.rssMiB.peak ? b : a))
+    const goals = costGoals({
+      cpuMsPerProbe: { mailprobe: smtpOurs.cpuMsPerProbe, blackbox: smtpTheirs.cpuMsPerProbe },
+      perSecondAt50: {
+        mailprobe: smtpAt50.mailprobe.perSecond,
+        blackbox: smtpAt50.blackbox.perSecond,
+        concurrency: HIGH_CONCURRENCY,
+      },
+      rssIdleMiB: rssMiBIdle,
+      rssPeakMiB: {
+        mailprobe: peakRow.mailprobe.rssMiB.peak,
+        probe: peakRow.probe.split(' (')[0] ?? peakRow.probe, // the dialogue, without the row's remarks
+        blackbox: Math.max(...highRows.map((r) => r.blackbox.rssMiB.peak)),
+        concurrency: HIGH_CONCURRENCY,
+      },
+      medianMs: { mailprobe: smtpOurs.median, rawNode: rawNodeSmtp.median },
+    })
     return {
       sequential: SEQUENTIAL,
       concurrent: CONCURRENT_TOTAL,
       concurrency: CONCURRENCY,
       rows,
       phasesMs: { smtpStarttls: roundPhases(smtpOurs.phases), imapLogin: roundPhases(imapOursLogin.phases) },
+      rssMiBIdle,
+      rawNodeSmtp,
       rssMiBAfter,
       highConcurrency: { concurrency: HIGH_CONCURRENCY, probes: CONCURRENT_50, rows: highRows },
       roundtrip: { runs: ROUNDTRIPS, imap, pop3 },
+      costGoals: goals,
     }
   } finally {
     ours.process.kill()
@@ -503,7 +552,16 @@ function comparisonMarkdown(c: Comparison): string {
   }
   lines.push('', ...highConcurrencyMarkdown(c.highConcurrency))
   const r = c.roundtrip
+  const raw = c.rawNodeSmtp
   lines.push(
+    '',
+    ...costGoalsMarkdown(c.costGoals),
+    '',
+    `raw Node SMTP STARTTLS conversation (node:net + node:tls from the bench process, same dialogue, CA and server name), ` +
+      `${raw.conversations} sequential: median ${fmt(raw.median)} ms, p90 ${fmt(raw.p90)} ms, p99 ${fmt(raw.p99)} ms`,
+    '',
+    `resident memory at idle (${c.rssMiBIdle.settleMs / 1000} s after start-up and one /metrics answer, before any probe): ` +
+      `mailprobe ${fmt(c.rssMiBIdle.mailprobe, 1)} MiB, blackbox ${fmt(c.rssMiBIdle.blackbox, 1)} MiB`,
     '',
     `median phase times (ms), mailprobe SMTP STARTTLS: ${JSON.stringify(c.phasesMs.smtpStarttls)}`,
     '',
