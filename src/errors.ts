@@ -33,6 +33,19 @@ export class DeadlineError extends Error {
   }
 }
 
+/**
+ * How a probe failed, as it is reported: the phase (the PhaseError's, else the one the probe was in,
+ * else setup), the reason under the PhaseError, and the reason's message.
+ */
+export function describeFailure(
+  err: unknown,
+  current: string | undefined,
+): { phase: string; reason: unknown; message: string } {
+  const phase = findCause(err, PhaseError)?.phase ?? current ?? 'setup'
+  const reason = err instanceof PhaseError ? (err.cause ?? err) : err
+  return { phase, reason, message: reason instanceof Error ? reason.message : String(reason) }
+}
+
 /** Walks the cause chain for the first error of a class. */
 export function findCause<T extends Error>(
   err: unknown,

@@ -8,7 +8,7 @@ import {
 } from 'prom-client'
 import { stringify } from 'yaml'
 import { defaultPort, redactModule, type Module } from './config.ts'
-import { DeadlineError, PhaseError, findCause } from './errors.ts'
+import { DeadlineError, describeFailure } from './errors.ts'
 import type { ExporterMetrics } from './exporter-metrics.ts'
 import type { History } from './history.ts'
 import type { AuthBackoff, BackedOff, IntervalGate, ProbeSlots } from './limits.ts'
@@ -147,6 +147,10 @@ export function chooseTarget(
   return { ...target, serverName }
 }
 
+/** The target as the request (or the module's fixed target) wrote it, for logs and the history. */
+const requestedTarget = (req: Pick<ProbeRequest, 'target' | 'module'>) =>
+  req.target ?? req.module.target ?? ''
+
 /** One host:port target by the module's prober; an mx: target by each of its mail exchangers. */
 function probe(
   target: ProbeTarget,
@@ -197,7 +201,6 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
       Math.ceil(wait),
     )
 
-  const targetText = req.target ?? req.module.target ?? ''
   const registry = newRegistry(req.openMetrics)
   // Metrics are only registered in it; the content type matters for rendering alone.
   const metricsRegistry = registry as Registry
@@ -207,7 +210,7 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   gaugeOf(metricsRegistry, PROBE_TIMEOUT).set(timeout)
   const { logger, transcript } = createProbeLogger(deps.logger, {
     module: req.moduleName,
-    target: targetText,
+    target: requestedTarget(req),
   })
   const phases = new ProbePhases(metricsRegistry)
   const timeoutMs = Math.max(1, Math.round(timeout * 1000))
@@ -273,13 +276,17 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
   let failedPhase: string | undefined
   let error: string | undefined
   if (!success) {
-    failedPhase = findCause(failure, PhaseError)?.phase ?? phases.current ?? 'setup'
-    setGauge(metricsRegistry, PROBE_FAILED_PHASE, 1, {}, { phase: failedPhase })
-    const reason = failure instanceof PhaseError ? (failure.cause ?? failure) : failure
-    error = reason instanceof Error ? reason.message : String(reason)
-    logger.warn('probe failed', { phase: failedPhase, duration_seconds: seconds.toFixed(3), err: error })
+    const described = describeFailure(failure, phases.current)
+    failedPhase = described.phase
+    error = described.message
+    setGauge(metricsRegistry, PROBE_FAILED_PHASE, 1, {}, { phase: described.phase })
+    logger.warn('probe failed', {
+      phase: described.phase,
+      duration_seconds: seconds.toFixed(3),
+      err: described.message,
+    })
     // The reason is said for a person; what lies under it (OpenSSL's text, say) is for ?debug=true.
-    const causes = causeMessages(reason)
+    const causes = causeMessages(described.reason)
     if (causes.length > 0) logger.debug('failure detail', { causes: causes.join(' <- ') })
   } else {
     logger.debug('probe succeeded', { duration_seconds: seconds.toFixed(3) })
@@ -303,7 +310,6 @@ export async function handleProbe(req: ProbeRequest, deps: HandlerDeps): Promise
     error,
     seconds,
     where,
-    targetText,
     transcript: transcriptLines,
     steps: phases.steps(),
   })
@@ -316,7 +322,6 @@ interface Finding {
   error: string | undefined
   seconds: number
   where: string
-  targetText: string
   transcript: readonly string[]
   steps: ReturnType<ProbePhases['steps']>
 }
@@ -344,7 +349,7 @@ async function replay(
   const until = new Date(backedOff.until).toISOString()
   const { logger, transcript } = createProbeLogger(deps.logger, {
     module: req.moduleName,
-    target: req.target ?? req.module.target ?? '',
+    target: requestedTarget(req),
   })
   logger.warn('not logging in again: the last login was refused (auth_backoff)', {
     until,
@@ -357,7 +362,6 @@ async function replay(
     error: `not retried until ${until} (auth_backoff) after: ${attempt.error ?? 'a refused login'}`,
     seconds: attempt.seconds,
     where,
-    targetText: req.target ?? req.module.target ?? '',
     transcript: [...transcript.lines(), '', 'The last attempt:', ...attempt.transcript],
     steps: [],
   })
@@ -370,7 +374,7 @@ async function answer(
   registry: Registry<PrometheusContentType | OpenMetricsContentType>,
   finding: Finding,
 ): Promise<ProbeResponse> {
-  const { success, failedPhase, error, seconds, where, targetText } = finding
+  const { success, failedPhase, error, seconds, where } = finding
   deps.metrics.probes.inc({ module: req.moduleName, result: success ? 'success' : 'failure' })
   deps.metrics.probeDuration.observe({ module: req.moduleName }, seconds)
 
@@ -390,7 +394,7 @@ async function answer(
   deps.history.add({
     time: new Date(),
     module: req.moduleName,
-    target: targetText,
+    target: requestedTarget(req),
     success,
     durationSeconds: seconds,
     failedPhase,

@@ -3,7 +3,7 @@
 // own prober exactly as a host:port target would be, into a registry of its own; its metrics are then
 // folded into the answer with `mx` and `ip` labels, and the overall probe_success follows mx.success.
 import { Registry } from 'prom-client'
-import { PhaseError, findCause } from './errors.ts'
+import { PhaseError, describeFailure } from './errors.ts'
 import {
   lookupAddresses,
   lookupMx,
@@ -251,9 +251,7 @@ async function probeAddress(
     return { address, success: true, seconds, failedPhase: undefined, error: undefined, registry }
   } catch (err) {
     const seconds = (performance.now() - start) / 1000
-    const failedPhase = findCause(err, PhaseError)?.phase ?? phases.current ?? 'setup'
-    const reason = err instanceof PhaseError ? (err.cause ?? err) : err
-    const error = reason instanceof Error ? reason.message : String(reason)
+    const { phase: failedPhase, message: error } = describeFailure(err, phases.current)
     logger.warn('mail exchanger failed', {
       phase: failedPhase,
       duration_seconds: seconds.toFixed(3),

@@ -2,6 +2,7 @@
 // try-each-mechanism loop. A refusal is a CredentialPolicyError that says why.
 import { PhaseError, ProtocolError, findCause } from '../errors.ts'
 import type { Logger } from '../logger.ts'
+import type { PhaseTimer } from '../phases.ts'
 import type { TokenSources } from '../oauth2/sources.ts'
 import { TokenError } from '../oauth2/token-error.ts'
 import type { OAuth2Config } from '../oauth2/token-source.ts'
@@ -125,20 +126,20 @@ export function credentialsRefused(err: unknown): boolean {
 
 /**
  * Runs a dialogue with the auth block's credentials. With auth.oauth2, an access token from the
- * exporter's token source first, timed by `tokenPhase` (phase token: a fetch, or ~0 when cached); when
+ * exporter's token source first, timed as the dialogue's phase token (a fetch, or ~0 when cached); when
  * the server then refuses a token that came from the cache (it expired early, or was revoked), the token
  * is dropped and the dialogue runs once more with a fresh one, never more.
  */
 export async function withCredentials<A extends TokenAuth | undefined, T>(
   auth: A,
   ctx: { signal: AbortSignal; logger: Logger; tokens: TokenSources },
-  tokenPhase: <R>(step: () => Promise<R>) => Promise<R>,
+  phase: PhaseTimer<'token'>,
   dialogue: (auth: A) => Promise<T>,
 ): Promise<T> {
   const oauth2 = auth?.oauth2
   if (auth === undefined || oauth2 === undefined) return dialogue(auth)
   const source = ctx.tokens.for(oauth2)
-  const first = await tokenPhase(() => source.token(ctx.signal))
+  const first = await phase('token', () => source.token(ctx.signal))
   ctx.logger.debug('access token', {
     from: first.fetched ? 'token endpoint' : 'cache',
     expires_in_seconds: Math.round((first.expiresAt - Date.now()) / 1000),
@@ -151,7 +152,7 @@ export async function withCredentials<A extends TokenAuth | undefined, T>(
       err: (err as Error).message,
     })
     source.expired(first)
-    const fresh = await tokenPhase(() => source.token(ctx.signal))
+    const fresh = await phase('token', () => source.token(ctx.signal))
     return dialogue({ ...auth, oauth2_token: fresh.accessToken })
   }
 }

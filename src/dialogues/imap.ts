@@ -98,8 +98,7 @@ export async function openImap(
   labels: Labels = {},
 ): Promise<ImapConnection> {
   const phase = ctx.phases.timer(PROBE_IMAP_DURATION_SECONDS, labels['leg'])
-  const token = <R>(step: () => Promise<R>) => phase('token', step)
-  return withCredentials(settings.auth, ctx, token, (auth) =>
+  return withCredentials(settings.auth, ctx, phase, (auth) =>
     logIn(target, { ...settings, auth }, ctx, labels, phase),
   )
 }

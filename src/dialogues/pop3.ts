@@ -93,8 +93,7 @@ export async function openPop3(
   labels: Labels = {},
   phase: PhaseTimer<Pop3Phase> = pop3PhaseTimer(ctx, labels),
 ): Promise<{ client: Pop3Client; phase: PhaseTimer<Pop3Phase> }> {
-  const token = <R>(step: () => Promise<R>) => phase('token', step)
-  return withCredentials(settings.auth, ctx, token, (auth) =>
+  return withCredentials(settings.auth, ctx, phase, (auth) =>
     logIn(target, { ...settings, auth }, ctx, labels, phase),
   )
 }

@@ -43,22 +43,28 @@ async function ask<T>(
   }
 }
 
-/** One address of `family`: from dns_server when set (A or AAAA, no hosts file), else the system's. */
-async function lookupOne(
+/** Every address of `family`: from dns_server when set (A or AAAA, no hosts file), else the system's. */
+async function lookupFamily(
   host: string,
   family: 4 | 6,
   server: string | undefined,
   signal: AbortSignal,
-): Promise<{ address: string; all: string[] }> {
-  if (server === undefined) {
-    const answer = await abortable(lookup(host, { family, order: 'verbatim' }), signal)
-    return { address: answer.address, all: [answer.address] }
-  }
-  const all = await ask(server, signal, (r) => (family === 4 ? r.resolve4(host) : r.resolve6(host)))
-  const address = all[0]
-  if (address === undefined)
+): Promise<string[]> {
+  const all =
+    server === undefined
+      ? (await abortable(lookup(host, { family, all: true, order: 'verbatim' }), signal)).map(
+          (a) => a.address,
+        )
+      : await ask(server, signal, (r) => (family === 4 ? r.resolve4(host) : r.resolve6(host)))
+  if (all.length === 0)
     throw Object.assign(new Error(`no ${family === 4 ? 'A' : 'AAAA'} record`), { code: 'ENODATA' })
-  return { address, all }
+  return all
+}
+
+/** The families to ask, in order: the preferred one, then the other with ip_protocol_fallback. */
+function familyOrder(options: ResolveOptions): (4 | 6)[] {
+  const preferred = options.preferred_ip_protocol === 'ip6' ? 6 : 4
+  return options.ip_protocol_fallback ? [preferred, preferred === 4 ? 6 : 4] : [preferred]
 }
 
 /** A mail exchanger: its name (lower case, no trailing dot) and preference. */
@@ -103,23 +109,12 @@ export async function lookupAddresses(
   signal: AbortSignal,
 ): Promise<Resolved[]> {
   if (isIP(host) !== 0) return [{ address: host, family: isIP(host) as 4 | 6 }]
-  const preferred = options.preferred_ip_protocol === 'ip6' ? 6 : 4
-  const families: (4 | 6)[] = options.ip_protocol_fallback
-    ? [preferred, preferred === 4 ? 6 : 4]
-    : [preferred]
   const found: Resolved[] = []
   let lastError: unknown
-  for (const family of families) {
+  for (const family of familyOrder(options)) {
     try {
-      if (options.dns_server === undefined) {
-        const answers = await abortable(lookup(host, { family, all: true, order: 'verbatim' }), signal)
-        found.push(...answers.map((a) => ({ address: a.address, family })))
-      } else {
-        const answers = await ask(options.dns_server, signal, (r) =>
-          family === 4 ? r.resolve4(host) : r.resolve6(host),
-        )
-        found.push(...answers.map((address) => ({ address, family })))
-      }
+      const answers = await lookupFamily(host, family, options.dns_server, signal)
+      found.push(...answers.map((address) => ({ address, family })))
     } catch (err) {
       if (signal.aborted) throw err
       lastError = err
@@ -159,15 +154,12 @@ export async function resolveHost(
   if (literal !== 0) {
     resolved = { address: host, family: literal as 4 | 6 }
   } else {
-    const preferred = options.preferred_ip_protocol === 'ip6' ? 6 : 4
-    const order = options.ip_protocol_fallback ? [preferred, preferred === 4 ? 6 : 4] : [preferred]
     let lastError: unknown
     let found: Resolved | undefined
-    for (const family of order) {
+    for (const family of familyOrder(options)) {
       try {
-        const answer = await lookupOne(host, family as 4 | 6, options.dns_server, ctx.signal)
-        found = { address: answer.address, family: family as 4 | 6 }
-        answers = answer.all
+        answers = await lookupFamily(host, family, options.dns_server, ctx.signal)
+        found = { address: answers[0] ?? '', family }
         break
       } catch (err) {
         if (ctx.signal.aborted) throw err

@@ -131,8 +131,7 @@ export async function smtpConversation(
   if (settings.retry_with_starttls) retried(0)
   // Exported whenever a mail is to be sent, so that the series exists for rules before any deferral.
   if (options.mail) facts.deferred(0)
-  const token = <R>(step: () => Promise<R>) => phase('token', step)
-  return withCredentials(settings.auth, ctx, token, async (auth) => {
+  return withCredentials(settings.auth, ctx, phase, async (auth) => {
     const withAuth = { ...settings, auth }
     try {
       return await attempt(target, withAuth, settings.tls, ctx, phase, facts, options)

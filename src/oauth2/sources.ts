@@ -20,8 +20,8 @@ function fingerprint(config: OAuth2Config): string {
       config.grant,
       config.refresh_token?.reveal() ?? null,
       config.state_file ?? null,
-      config.tls_config?.ca?.toString('base64') ?? null,
-      config.tls_config?.cert?.toString('base64') ?? null,
+      // All of it (CA, client certificate and key, server name, versions): any of them makes another client.
+      config.tls_config ?? null,
     ]),
   )
   return hash.digest('hex')
