@@ -28,5 +28,7 @@ USER 10001:10001
 EXPOSE 9786
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9786/-/healthy').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-ENTRYPOINT ["node", "dist/src/main.js"]
+# A young generation of 2 MiB semi-spaces instead of 16 (Node 20) or more (Node 24): 8 MiB less at idle and
+# a quarter less under 50-way load, at no measurable CPU cost (README, Benchmark). npm start uses the same.
+ENTRYPOINT ["node", "--max-semi-space-size=2", "dist/src/main.js"]
 CMD ["--config.file=/etc/mailprobe/config.yml"]

@@ -13,6 +13,7 @@ import { openImapMailbox } from '../src/probers/roundtrip/mailbox-imap.ts'
 import { openPop3Mailbox } from '../src/probers/roundtrip/mailbox-pop3.ts'
 import { buildMessage } from '../src/protocol/message.ts'
 import { testContext } from '../test/helpers/context.ts'
+import { entrypointNodeFlags } from '../test/helpers/entrypoint.ts'
 import { mailStack } from '../test/helpers/stack.ts'
 import { parseMetrics, sampleValue } from '../test/helpers/metrics.ts'
 import { runConcurrent, type ConcurrentResult } from './concurrent.ts'
@@ -21,6 +22,7 @@ import { measureRawSmtp, type RawSmtpResult } from './raw-smtp.ts'
 import { soakMarkdown } from './soak-report.ts'
 import { SOAK_MODULES, startHostileServers } from './soak-mix.ts'
 import { runSoak, type SoakResult } from './soak.ts'
+import { measureTlsPhases, type TlsPhaseResult } from './tls-phase.ts'
 import { cpuSeconds, quantile, rssMiB } from './stats.ts'
 
 const { values: args } = parseArgs({
@@ -144,6 +146,29 @@ modules:
       tls: stls
       tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
       auth: { username: ${user}, password: ${pass} }
+  # Implicit TLS twins of smtp_starttls, imap_login_status and pop3_login: their tls phase is the yardstick
+  # for the tls phase after STARTTLS/STLS (the same handshake with the same server).
+  smtp_implicit:
+    prober: smtp
+    min_interval: 0s
+    smtp: { tls: implicit, tls_config: { ca_file: ${stack.ca}, server_name: mail.test }, ehlo: bench.example }
+  imap_implicit_status:
+    prober: imap
+    min_interval: 0s
+    allowed_targets: [127.0.0.1]
+    imap:
+      tls: implicit
+      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
+      auth: { username: ${user}, password: ${pass} }
+      mailbox_check: status
+  pop3_implicit:
+    prober: pop3
+    min_interval: 0s
+    allowed_targets: [127.0.0.1]
+    pop3:
+      tls: implicit
+      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
+      auth: { username: ${user}, password: ${pass} }
 ${SOAK_MODULES}`
 
 interface Exporter {
@@ -183,10 +208,14 @@ const GC_ON_SIGNAL = [
 ]
 
 /**
- * Node flags for the exporter under test, e.g. BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"
- * (the profile is written when the bench stops it) or "--max-semi-space-size=2".
+ * Node flags for the exporter under test: the image's (the Dockerfile's ENTRYPOINT), then BENCH_NODE_FLAGS,
+ * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (the profile is written when the bench stops it); a later
+ * flag wins, so BENCH_NODE_FLAGS="--max-semi-space-size=16" measures Node 20's default young generation.
  */
-const NODE_FLAGS = (process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean)
+const NODE_FLAGS = [
+  ...entrypointNodeFlags(),
+  ...(process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean),
+]
 
 /** This exporter as its own child process, listening on 127.0.0.1:port (build() first). */
 async function startOurs(port: number, options: { gcOnSignal?: boolean } = {}): Promise<Exporter> {
@@ -388,6 +417,8 @@ interface Comparison {
     rows: { probe: string; mailprobe: ConcurrentResult; blackbox: ConcurrentResult }[]
   }
   roundtrip: Record<'imap' | 'pop3', RoundtripFigures> & { runs: number }
+  /** Median tls phase after STARTTLS/STLS and on implicit TLS against the same server, per protocol. */
+  tlsPhases: TlsPhaseResult[]
   costGoals: CostGoal[]
 }
 
@@ -466,6 +497,27 @@ async function compare(): Promise<Comparison> {
       mailprobe: await measure(ours, 'smtp_submission_auth', smtpTarget),
       blackbox: undefined,
     })
+    const tlsPhases = await measureTlsPhases(
+      [
+        {
+          protocol: 'smtp',
+          starttls: { module: 'smtp_starttls', target: smtpTarget },
+          implicit: { module: 'smtp_implicit', target: `127.0.0.1:${stack.ports.smtps}` },
+        },
+        {
+          protocol: 'imap',
+          starttls: { module: 'imap_login_status', target: imapTarget },
+          implicit: { module: 'imap_implicit_status', target: `127.0.0.1:${stack.ports.imaps}` },
+        },
+        {
+          protocol: 'pop3',
+          starttls: { module: 'pop3_login', target: pop3Target },
+          implicit: { module: 'pop3_implicit', target: `127.0.0.1:${stack.ports.pop3s}` },
+        },
+      ],
+      SEQUENTIAL / 2,
+      async (module, target) => (await probeOnce(ours, module, target)).samples,
+    )
     const rssMiBAfter = {
       mailprobe: rssMiB(ours.process.pid ?? 0),
       blackbox: rssMiB(blackbox.process.pid ?? 0),
@@ -512,6 +564,12 @@ async function compare(): Promise<Comparison> {
         concurrency: HIGH_CONCURRENCY,
       },
       medianMs: { mailprobe: smtpOurs.median, rawNode: rawNodeSmtp.median },
+      tlsPhases,
+      roundtripMs: {
+        imap: imap.acceptedToDetectedMedianMs,
+        pop3: pop3.acceptedToDetectedMedianMs,
+        runs: ROUNDTRIPS,
+      },
     })
     return {
       sequential: SEQUENTIAL,
@@ -524,6 +582,7 @@ async function compare(): Promise<Comparison> {
       rssMiBAfter,
       highConcurrency: { concurrency: HIGH_CONCURRENCY, probes: CONCURRENT_50, rows: highRows },
       roundtrip: { runs: ROUNDTRIPS, imap, pop3 },
+      tlsPhases,
       costGoals: goals,
     }
   } finally {

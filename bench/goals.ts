@@ -1,5 +1,6 @@
-// The project's cost goals (issue "Truthful timing and a lighter probe"), each judged from one run's figures:
-// met, or short by how much.
+// The benchmark's goals (issue "Truthful timing and a lighter probe"), timing and cost, each judged from one
+// run's figures: met, or short by how much.
+import type { TlsPhaseResult } from './tls-phase.ts'
 
 /** The figures the goals are judged from, all from the same run on the same stack. */
 export interface CostFigures {
@@ -13,6 +14,10 @@ export interface CostFigures {
   rssPeakMiB: { mailprobe: number; probe: string; blackbox: number; concurrency: number }
   /** Sequential medians: our SMTP STARTTLS /probe answer, and the raw Node conversation of the same dialogue. */
   medianMs: { mailprobe: number; rawNode: number }
+  /** Median `tls` phase after STARTTLS/STLS and on implicit TLS, per protocol, against the same server. */
+  tlsPhases: TlsPhaseResult[]
+  /** Round trips: median from accepted by SMTP to detected in the mailbox, by IMAP (IDLE) and by POP3. */
+  roundtripMs: { imap: number; pop3: number; runs: number }
 }
 
 export interface CostGoal {
@@ -57,9 +62,43 @@ function judge(
   return { goal, measured, unit, from, limit, met, shortBy, verdict }
 }
 
+const PROTOCOL_NAMES: Record<TlsPhaseResult['protocol'], string> = {
+  smtp: 'SMTP STARTTLS',
+  imap: 'IMAP STARTTLS',
+  pop3: 'POP3 STLS',
+}
+
+/** The timing goals: what the phases say is the server's time, not the client's. */
+function timingGoals(f: CostFigures): CostGoal[] {
+  const { roundtripMs: rt } = f
+  return [
+    ...f.tlsPhases.map((t) =>
+      judge(
+        `tls phase after ${PROTOCOL_NAMES[t.protocol]} within 1 ms of tls on implicit TLS, same server ` +
+          `(banner + tls: see below), medians`,
+        Math.abs(t.differenceMs),
+        'ms',
+        `banner + tls ${t.starttls.bannerAndTls.toFixed(2)} − ${t.implicit.bannerAndTls.toFixed(2)} ms; ` +
+          `tls alone ${t.starttls.tls.toFixed(2)} and ${t.implicit.tls.toFixed(2)}, ` +
+          `banner ${t.starttls.banner.toFixed(2)} and ${t.implicit.banner.toFixed(2)} ms ` +
+          `(${t.probes} probes of each, in turn)`,
+        { bound: 'max', value: 1 },
+      ),
+    ),
+    judge(
+      'Round trip by POP3 over the same by IMAP, accepted → detected, median',
+      rt.pop3 - rt.imap,
+      'ms',
+      `POP3 ${rt.pop3.toFixed(1)} − IMAP ${rt.imap.toFixed(1)} ms (${rt.runs} round trips each)`,
+      { bound: 'max', value: 100 },
+    ),
+  ]
+}
+
 export function costGoals(f: CostFigures): CostGoal[] {
   const { cpuMsPerProbe: cpu, perSecondAt50: at50, rssIdleMiB: idle, rssPeakMiB: peak, medianMs } = f
   return [
+    ...timingGoals(f),
     judge(
       'CPU per probe, SMTP STARTTLS (same dialogue, sequential), ratio to blackbox',
       cpu.mailprobe / cpu.blackbox,
@@ -103,7 +142,7 @@ export function costGoals(f: CostFigures): CostGoal[] {
 
 export function costGoalsMarkdown(goals: CostGoal[]): string[] {
   return [
-    '### Cost goals (ratios and figures from this run)',
+    '### Goals: timing and cost (ratios and figures from this run)',
     '',
     '| goal | measured | from | limit | result |',
     '|---|---|---|---|---|',

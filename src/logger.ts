@@ -20,12 +20,20 @@ function logfmtValue(value: unknown): string {
   return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text)
 }
 
+/** `line` with ` key=value` for each field that is not undefined (a plain loop: every transcript line comes here). */
+function appendLogfmt(line: string, fields: Attrs): string {
+  for (const key of Object.keys(fields)) {
+    const value = fields[key]
+    if (value !== undefined) line += `${line === '' ? '' : ' '}${key}=${logfmtValue(value)}`
+  }
+  return line
+}
+
 export function formatLogfmt(level: Level, msg: string, attrs: Attrs, time = new Date()): string {
-  const fields: Attrs = { ts: time.toISOString(), level, msg, ...attrs }
-  return Object.entries(fields)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${logfmtValue(v)}`)
-    .join(' ')
+  // attrs named ts, level or msg take the place of the line's own
+  if (Object.hasOwn(attrs, 'ts') || Object.hasOwn(attrs, 'level') || Object.hasOwn(attrs, 'msg'))
+    return appendLogfmt('', { ts: time.toISOString(), level, msg, ...attrs })
+  return appendLogfmt(`ts=${time.toISOString()} level=${level} msg=${logfmtValue(msg)}`, attrs)
 }
 
 export function formatJson(level: Level, msg: string, attrs: Attrs, time = new Date()): string {
@@ -34,27 +42,36 @@ export function formatJson(level: Level, msg: string, attrs: Attrs, time = new D
   )
 }
 
+const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 }
+
 class SinkLogger implements Logger {
   readonly #sink: Sink
   readonly #attrs: Attrs
-  constructor(sink: Sink, attrs: Attrs = {}) {
+  /** The rank of the lowest level the sink takes: lines below it are dropped before their attrs are merged. */
+  readonly #min: number
+  constructor(sink: Sink, attrs: Attrs = {}, min = 0) {
     this.#sink = sink
     this.#attrs = attrs
+    this.#min = min
+  }
+  #log(level: Level, msg: string, attrs: Attrs | undefined) {
+    if (RANK[level] < this.#min) return
+    this.#sink(level, msg, attrs === undefined ? { ...this.#attrs } : { ...this.#attrs, ...attrs })
   }
   debug(msg: string, attrs?: Attrs) {
-    this.#sink('debug', msg, { ...this.#attrs, ...attrs })
+    this.#log('debug', msg, attrs)
   }
   info(msg: string, attrs?: Attrs) {
-    this.#sink('info', msg, { ...this.#attrs, ...attrs })
+    this.#log('info', msg, attrs)
   }
   warn(msg: string, attrs?: Attrs) {
-    this.#sink('warn', msg, { ...this.#attrs, ...attrs })
+    this.#log('warn', msg, attrs)
   }
   error(msg: string, attrs?: Attrs) {
-    this.#sink('error', msg, { ...this.#attrs, ...attrs })
+    this.#log('error', msg, attrs)
   }
   child(attrs: Attrs): Logger {
-    return new SinkLogger(this.#sink, { ...this.#attrs, ...attrs })
+    return new SinkLogger(this.#sink, { ...this.#attrs, ...attrs }, this.#min)
   }
 }
 
@@ -63,11 +80,8 @@ export function createLogger(
   options: { level: Level; format: 'logfmt' | 'json' },
   write: (line: string) => void = (line) => process.stderr.write(line + '\n'),
 ): Logger {
-  const min = LEVELS.indexOf(options.level)
   const format = options.format === 'json' ? formatJson : formatLogfmt
-  return new SinkLogger((level, msg, attrs) => {
-    if (LEVELS.indexOf(level) >= min) write(format(level, msg, attrs))
-  })
+  return new SinkLogger((level, msg, attrs) => write(format(level, msg, attrs)), {}, RANK[options.level])
 }
 
 /** A logger that drops everything (tests, benchmarks). */

@@ -33,6 +33,8 @@ function wantsOpenMetrics(req: Request): boolean {
 export function createApp(state: ServerState): express.Express {
   const app = express()
   app.disable('x-powered-by')
+  // No ETag: every answer is new (a probe, a scrape), and hashing each body costs CPU for nothing.
+  app.set('etag', false)
 
   /** Answers a refused /probe request, counted by reason. */
   const refuse = (res: Response, rejection: Rejection) => {

@@ -10,6 +10,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml'
 import { defaultPort, loadConfig, parseConfig, type Config } from '../../src/config.ts'
 import { parseTarget, targetAllowed } from '../../src/targets.ts'
 import { ROOT } from '../helpers/dashboards.ts'
+import { entrypointNodeFlags } from '../helpers/entrypoint.ts'
 
 const at = (...parts: string[]) => join(ROOT, ...parts)
 const read = (...parts: string[]) => readFileSync(at(...parts), 'utf8')
@@ -180,8 +181,15 @@ test('Dockerfile: builds with npm ci && npm run build, and runs dist/src/main.js
   assert.ok(!['root', '0'].includes(user), `USER ${user}`)
   assert.match(user, /^\d+$/, 'a numeric uid, which Kubernetes runAsNonRoot can verify')
   assert.ok(final.some((l) => /^EXPOSE\s+9786\b/.test(l)))
-  assert.ok(final.includes('ENTRYPOINT ["node", "dist/src/main.js"]'))
+  assert.ok(final.includes('ENTRYPOINT ["node", "--max-semi-space-size=2", "dist/src/main.js"]'))
   assert.ok(final.includes('CMD ["--config.file=/etc/mailprobe/config.yml"]'))
+
+  // npm start runs what the image runs, with the same Node flags (the benchmark measures those too)
+  const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts['start']
+  assert.ok(
+    start?.includes(`node ${entrypointNodeFlags(read('Dockerfile')).join(' ')} dist/src/main.js`),
+    `npm start: ${start}`,
+  )
 
   const ignored = read('.dockerignore').split('\n')
   for (const entry of ['node_modules', 'dist', '.git'])
