@@ -22,6 +22,7 @@ import { measureRawSmtp, type RawSmtpResult } from './raw-smtp.ts'
 import { soakMarkdown } from './soak-report.ts'
 import { SOAK_MODULES, startHostileServers } from './soak-mix.ts'
 import { runSoak, type SoakResult } from './soak.ts'
+import { startReadyDovecot, type ReadyDovecot } from './ready-dovecot.ts'
 import { measureTlsPhases, type TlsPhaseResult } from './tls-phase.ts'
 import { cpuSeconds, quantile, rssMiB } from './stats.ts'
 
@@ -43,6 +44,10 @@ const SOAK_SETTLE_MS = envNumber('BENCH_SOAK_SETTLE_MS', 5000, 3000)
 const CONCURRENCY = 8
 const CONCURRENT_50 = envNumber('BENCH_CONCURRENT_50', 1000, 200)
 const HIGH_CONCURRENCY = 50
+/** The second stack's port base (bench/ready-dovecot.ts): the main stack's + 5000 unless chosen. */
+const READY_PORT_BASE = Number(
+  process.env['BENCH_READY_PORT_BASE'] ?? Number(process.env['MAILSTACK_PORT_BASE'] ?? 10000) + 5000,
+)
 /** How long both exporters sit after start-up and one /metrics answer before their idle RSS is read. */
 const IDLE_SETTLE_MS = 2000
 
@@ -106,7 +111,26 @@ modules:
 
 const [user, pass] = stack.users.probe
 // min_interval 0s: a benchmark probes the same module and target back to back on purpose.
-const oursConfig = `
+/** IMAP and POP3 with STARTTLS/STLS and implicit TLS against the second stack (bench/ready-dovecot.ts). */
+const readyModules = (ready: ReadyDovecot) => {
+  const module = (prober: 'imap' | 'pop3', tls: string) => `
+    prober: ${prober}
+    min_interval: 0s
+    allowed_targets: [127.0.0.1]
+    ${prober}:
+      tls: ${tls}
+      tls_config: { ca_file: ${ready.ca}, server_name: mail.test }
+      auth: { username: ${user}, password: ${pass} }${prober === 'imap' ? '\n      mailbox_check: status' : ''}`
+  return `
+  imap_ready_starttls:${module('imap', 'starttls')}
+  imap_ready_implicit:${module('imap', 'implicit')}
+  pop3_ready_stls:${module('pop3', 'stls')}
+  pop3_ready_implicit:${module('pop3', 'implicit')}
+`
+}
+
+/** Our config: the main stack's modules, the soak's, and `extra` (the second stack's, while it runs). */
+const oursConfig = (extra = '') => `
 modules:
   smtp_starttls:
     prober: smtp
@@ -146,30 +170,12 @@ modules:
       tls: stls
       tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
       auth: { username: ${user}, password: ${pass} }
-  # Implicit TLS twins of smtp_starttls, imap_login_status and pop3_login: their tls phase is the yardstick
-  # for the tls phase after STARTTLS/STLS (the same handshake with the same server).
+  # The implicit TLS twin of smtp_starttls: its tls phase is the yardstick for tls after STARTTLS.
   smtp_implicit:
     prober: smtp
     min_interval: 0s
     smtp: { tls: implicit, tls_config: { ca_file: ${stack.ca}, server_name: mail.test }, ehlo: bench.example }
-  imap_implicit_status:
-    prober: imap
-    min_interval: 0s
-    allowed_targets: [127.0.0.1]
-    imap:
-      tls: implicit
-      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
-      auth: { username: ${user}, password: ${pass} }
-      mailbox_check: status
-  pop3_implicit:
-    prober: pop3
-    min_interval: 0s
-    allowed_targets: [127.0.0.1]
-    pop3:
-      tls: implicit
-      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
-      auth: { username: ${user}, password: ${pass} }
-${SOAK_MODULES}`
+${SOAK_MODULES}${extra}`
 
 interface Exporter {
   name: string
@@ -218,8 +224,11 @@ const NODE_FLAGS = [
 ]
 
 /** This exporter as its own child process, listening on 127.0.0.1:port (build() first). */
-async function startOurs(port: number, options: { gcOnSignal?: boolean } = {}): Promise<Exporter> {
-  writeFileSync(join(dir, 'mailprobe.yml'), oursConfig)
+async function startOurs(
+  port: number,
+  options: { gcOnSignal?: boolean; extraModules?: string } = {},
+): Promise<Exporter> {
+  writeFileSync(join(dir, 'mailprobe.yml'), oursConfig(options.extraModules))
   const ours = spawn(
     process.execPath,
     [
@@ -425,9 +434,18 @@ interface Comparison {
 const roundPhases = (phases: Record<string, number>) =>
   Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Number(v.toFixed(3))]))
 
-/** The comparison with blackbox_exporter and the round-trip detection lag, as before. */
+/** The comparison with blackbox_exporter and the round-trip detection lag, with the second stack running. */
 async function compare(): Promise<Comparison> {
-  const ours = await startOurs(19786)
+  const ready = startReadyDovecot(READY_PORT_BASE)
+  try {
+    return await compareWith(ready.stack)
+  } finally {
+    ready.stop()
+  }
+}
+
+async function compareWith(ready: ReadyDovecot): Promise<Comparison> {
+  const ours = await startOurs(19786, { extraModules: readyModules(ready) })
   const blackbox = await startBlackbox()
   try {
     const smtpTarget = `127.0.0.1:${stack.ports.submission}`
@@ -506,13 +524,13 @@ async function compare(): Promise<Comparison> {
         },
         {
           protocol: 'imap',
-          starttls: { module: 'imap_login_status', target: imapTarget },
-          implicit: { module: 'imap_implicit_status', target: `127.0.0.1:${stack.ports.imaps}` },
+          starttls: { module: 'imap_ready_starttls', target: `127.0.0.1:${ready.ports.imap}` },
+          implicit: { module: 'imap_ready_implicit', target: `127.0.0.1:${ready.ports.imaps}` },
         },
         {
           protocol: 'pop3',
-          starttls: { module: 'pop3_login', target: pop3Target },
-          implicit: { module: 'pop3_implicit', target: `127.0.0.1:${stack.ports.pop3s}` },
+          starttls: { module: 'pop3_ready_stls', target: `127.0.0.1:${ready.ports.pop3}` },
+          implicit: { module: 'pop3_ready_implicit', target: `127.0.0.1:${ready.ports.pop3s}` },
         },
       ],
       SEQUENTIAL / 2,
