@@ -24,7 +24,7 @@ import { SOAK_MODULES, startHostileServers } from './soak-mix.ts'
 import { runSoak, type SoakResult } from './soak.ts'
 import { startReadyDovecot, type ReadyDovecot } from './ready-dovecot.ts'
 import { measureTlsPhases, type TlsPhaseResult } from './tls-phase.ts'
-import { cpuSeconds, quantile, rssMiB } from './stats.ts'
+import { cpuSeconds, quantile, resident, rssMiB, type Resident } from './stats.ts'
 
 const { values: args } = parseArgs({
   options: { soak: { type: 'boolean', default: false }, quick: { type: 'boolean', default: false } },
@@ -218,6 +218,9 @@ const GC_ON_SIGNAL = [
  * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (the profile is written when the bench stops it); a later
  * flag wins, so BENCH_NODE_FLAGS="--max-semi-space-size=16" measures Node 20's default young generation.
  */
+/** The Node binary the exporter under test runs on: BENCH_NODE (e.g. "$(bash scripts/node24.sh)", the image's Node), else this one. */
+const EXPORTER_NODE = process.env['BENCH_NODE'] ?? process.execPath
+
 const NODE_FLAGS = [
   ...entrypointNodeFlags(),
   ...(process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean),
@@ -230,7 +233,7 @@ async function startOurs(
 ): Promise<Exporter> {
   writeFileSync(join(dir, 'mailprobe.yml'), oursConfig(options.extraModules))
   const ours = spawn(
-    process.execPath,
+    EXPORTER_NODE,
     [
       ...(options.gcOnSignal ? GC_ON_SIGNAL : []),
       ...NODE_FLAGS,
@@ -316,6 +319,8 @@ async function measure(e: Exporter, module: string, target: string, phaseMetric?
 }
 
 const fmt = (n: number, digits = 2) => n.toFixed(digits)
+const residentText = (r: Resident) =>
+  `${fmt(r.rss, 1)} MiB (${fmt(r.anon, 1)} anonymous + ${fmt(r.file, 1)} file-backed)`
 
 /**
  * Round trip, IMAP or POP3: the lag from "stored in the mailbox" to "detected by the probe". Server stamps have
@@ -415,7 +420,7 @@ interface Comparison {
   rows: { probe: string; mailprobe: Result; blackbox: Result | undefined }[]
   phasesMs: { smtpStarttls: Record<string, number>; imapLogin: Record<string, number> }
   /** Before any probe: IDLE_SETTLE_MS after both were up and had answered /metrics once. */
-  rssMiBIdle: { mailprobe: number; blackbox: number; settleMs: number }
+  rssMiBIdle: { mailprobe: Resident; blackbox: Resident; settleMs: number }
   /** The SMTP STARTTLS dialogue with node:net + node:tls alone, from the bench process (`sequential` of them). */
   rawNodeSmtp: RawSmtpResult
   rssMiBAfter: { mailprobe: number; blackbox: number }
@@ -476,8 +481,8 @@ async function compareWith(ready: ReadyDovecot): Promise<Comparison> {
     // waitUp has had one /metrics answer from each; nothing has probed yet (ours has sat a little longer).
     await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS))
     const rssMiBIdle = {
-      mailprobe: rssMiB(ours.process.pid ?? 0),
-      blackbox: rssMiB(blackbox.process.pid ?? 0),
+      mailprobe: resident(ours.process.pid ?? 0),
+      blackbox: resident(blackbox.process.pid ?? 0),
       settleMs: IDLE_SETTLE_MS,
     }
     // The same servername and CA as the modules' tls_config, so the raw client verifies what the probers do.
@@ -577,6 +582,7 @@ async function compareWith(ready: ReadyDovecot): Promise<Comparison> {
       rssIdleMiB: rssMiBIdle,
       rssPeakMiB: {
         mailprobe: peakRow.mailprobe.rssMiB.peak,
+        mailprobeAnon: Math.max(...highRows.map((r) => r.mailprobe.rssMiB.peakAnon)),
         probe: peakRow.probe.split(' (')[0] ?? peakRow.probe, // the dialogue, without the row's remarks
         blackbox: Math.max(...highRows.map((r) => r.blackbox.rssMiB.peak)),
         concurrency: HIGH_CONCURRENCY,
@@ -638,7 +644,7 @@ function comparisonMarkdown(c: Comparison): string {
       `${raw.conversations} sequential: median ${fmt(raw.median)} ms, p90 ${fmt(raw.p90)} ms, p99 ${fmt(raw.p99)} ms`,
     '',
     `resident memory at idle (${c.rssMiBIdle.settleMs / 1000} s after start-up and one /metrics answer, before any probe): ` +
-      `mailprobe ${fmt(c.rssMiBIdle.mailprobe, 1)} MiB, blackbox ${fmt(c.rssMiBIdle.blackbox, 1)} MiB`,
+      `mailprobe ${residentText(c.rssMiBIdle.mailprobe)}, blackbox ${residentText(c.rssMiBIdle.blackbox)}`,
     '',
     `median phase times (ms), mailprobe SMTP STARTTLS: ${JSON.stringify(c.phasesMs.smtpStarttls)}`,
     '',
@@ -661,12 +667,12 @@ function highConcurrencyMarkdown(h: Comparison['highConcurrency']): string[] {
   const lines = [
     `### At concurrency ${h.concurrency} (${h.probes} probes each, ${h.concurrency} keep-alive HTTP connections)`,
     '',
-    '| probe | exporter | probes/s | median ms | p90 ms | p99 ms | CPU ms/probe | RSS before / peak MiB | failed | connections |',
+    '| probe | exporter | probes/s | median ms | p90 ms | p99 ms | CPU ms/probe | RSS before / peak (anonymous peak) MiB | failed | connections |',
     '|---|---|---|---|---|---|---|---|---|---|',
   ]
   const cells = (x: ConcurrentResult) =>
     `${fmt(x.perSecond, 0)} | ${fmt(x.median)} | ${fmt(x.p90)} | ${fmt(x.p99)} | ${fmt(x.cpuMsPerProbe)} | ` +
-    `${fmt(x.rssMiB.before, 1)} / ${fmt(x.rssMiB.peak, 1)} | ${x.failed} | ${x.connections}`
+    `${fmt(x.rssMiB.before, 1)} / ${fmt(x.rssMiB.peak, 1)} (${fmt(x.rssMiB.peakAnon, 1)}) | ${x.failed} | ${x.connections}`
   for (const { probe, mailprobe: a, blackbox: b } of h.rows)
     lines.push(
       `| ${probe} | mailprobe | ${cells(a)} |`,
@@ -726,6 +732,9 @@ function environment() {
   }
   return {
     node: process.version,
+    /** What the exporter under test runs on (BENCH_NODE), with the image's flags. */
+    exporterNode: execFileSync(EXPORTER_NODE, ['--version'], { encoding: 'utf8' }).trim(),
+    exporterNodeFlags: NODE_FLAGS,
     cores: cpus().length,
     loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
     commit: git('rev-parse', '--short', 'HEAD'),
@@ -745,7 +754,7 @@ async function main() {
     `## Benchmark ${started}${quick ? ' (--quick)' : ''}`,
     '',
     `Commit ${before.commit ?? '?'}${before.uncommittedSrc.length > 0 ? ` with uncommitted src/ changes (${before.uncommittedSrc.length} files)` : ''}, ` +
-      `Node ${before.node}, ${before.cores} cores, load average ${before.loadAverage.join(' ')} at the start, ${loadAverageAfter.join(' ')} at the end.`,
+      `the exporter on Node ${before.exporterNode} (${before.exporterNodeFlags.join(' ')}), the benchmark's clients on Node ${before.node}, ${before.cores} cores, load average ${before.loadAverage.join(' ')} at the start, ${loadAverageAfter.join(' ')} at the end.`,
     '',
     ...(comparison ? [comparisonMarkdown(comparison)] : []),
     soakMarkdown(soakResult),

@@ -1,7 +1,7 @@
 // The high-concurrency run: N probes through one exporter's /probe from `concurrency` loops, each over its own
 // keep-alive HTTP connection, with the exporter's CPU time and resident memory read from /proc meanwhile.
 import { Agent, get } from 'node:http'
-import { cpuSeconds, quantile, rssMiB } from './stats.ts'
+import { cpuSeconds, quantile, resident } from './stats.ts'
 
 export interface ConcurrentResult {
   concurrency: number
@@ -14,8 +14,11 @@ export interface ConcurrentResult {
   p90: number
   p99: number
   cpuMsPerProbe: number
-  /** The exporter's VmRSS just before the run and its maximum during it (sampled every 50 ms). */
-  rssMiB: { before: number; peak: number }
+  /**
+   * The exporter's VmRSS just before the run and its maximum during it (sampled every 50 ms), and the
+   * maximum of its anonymous part (RssAnon: VmRSS without the pages of mapped files such as the program).
+   */
+  rssMiB: { before: number; peak: number; peakAnon: number }
   /** TCP connections the client opened: `concurrency` when keep-alive held throughout. */
   connections: number
 }
@@ -62,9 +65,16 @@ export async function runConcurrent(options: {
   let failed = 0
   let connections = 0
   let firstFailure: string | undefined
-  const before = rssMiB(pid)
-  let peak = before
-  const sampler = setInterval(() => (peak = Math.max(peak, rssMiB(pid))), 50)
+  const first = resident(pid)
+  const before = first.rss
+  let peak = first.rss
+  let peakAnon = first.anon
+  const sample = () => {
+    const now = resident(pid)
+    peak = Math.max(peak, now.rss)
+    peakAnon = Math.max(peakAnon, now.anon)
+  }
+  const sampler = setInterval(sample, 50)
   const cpuBefore = cpuSeconds(pid)
   const start = performance.now()
   let next = 0
@@ -94,7 +104,7 @@ export async function runConcurrent(options: {
     agent.destroy()
   }
   const seconds = (performance.now() - start) / 1000
-  peak = Math.max(peak, rssMiB(pid))
+  sample()
   return {
     concurrency,
     probes,
@@ -105,7 +115,7 @@ export async function runConcurrent(options: {
     p90: quantile(walls, 0.9),
     p99: quantile(walls, 0.99),
     cpuMsPerProbe: ((cpuSeconds(pid) - cpuBefore) * 1000) / probes,
-    rssMiB: { before, peak },
+    rssMiB: { before, peak, peakAnon },
     connections,
   }
 }

@@ -1,10 +1,11 @@
 // Soak: many mixed probes (real stack, failures, floods from hostile servers) through the exporter's HTTP
 // /probe, watching the exporter process's RSS and open fds from outside (/proc), and flood answer times.
 import type { ChildProcess } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync } from 'node:fs'
 import http from 'node:http'
 import type { MailStack } from '../test/helpers/stack.ts'
 import { cycle, SOAK_DEADLINE_MS, type HostileServers, type ProbeSpec } from './soak-mix.ts'
+import { rssMiB } from './stats.ts'
 
 /** A flood (or silent) probe must answer within its deadline plus this. */
 const SLACK_MS = 100
@@ -71,11 +72,6 @@ function get(url: string): Promise<Answer> {
     req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)))
     req.on('error', (err) => done(err.message))
   })
-}
-
-function rssMiB(pid: number): number {
-  const line = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return Number(line?.[1] ?? NaN) / 1024
 }
 
 const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length

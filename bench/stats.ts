@@ -13,8 +13,23 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks (USER_HZ = 100)
 }
 
-/** VmRSS of a process, in MiB. */
-export function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/)
-  return Number(line?.[1] ?? 0) / 1024
+/**
+ * A process's resident memory, MiB: VmRSS, and its two parts, RssAnon (its own: heaps, stacks) and RssFile
+ * (pages of mapped files, the program's code above all, shared with other processes running it and given
+ * back to the page cache under pressure).
+ */
+export interface Resident {
+  rss: number
+  anon: number
+  file: number
 }
+
+export function resident(pid: number): Resident {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kB = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) / 1024
+  return { rss: kB('VmRSS'), anon: kB('RssAnon'), file: kB('RssFile') }
+}
+
+/** VmRSS of a process, in MiB. */
+export const rssMiB = (pid: number): number => resident(pid).rss
