@@ -11,6 +11,7 @@ export function soakMarkdown(r: SoakResult): string {
     '| figure | value |',
     '|---|---|',
     `| exporter RSS after a full GC: baseline (after warm-up and ${r.settleMs / 1000} s settle) → end (${r.settleMs / 1000} s settle) | ${f(r.rssMiB.baselineCollected)} → ${f(r.rssMiB.endCollected)} MiB (${f((r.rssMiB.endCollected / r.rssMiB.baselineCollected - 1) * 100)} %) |`,
+    `| the same in parts, anonymous + file-backed (the program's pages): baseline → end | ${f(r.rssMiB.partsCollected.baseline.anon)} + ${f(r.rssMiB.partsCollected.baseline.file)} → ${f(r.rssMiB.partsCollected.end?.anon)} + ${f(r.rssMiB.partsCollected.end?.file)} MiB |`,
     `| exporter RSS as found: idle / baseline / max during the run / end | ${f(r.rssMiB.idle)} / ${f(r.rssMiB.baseline)} / ${f(r.rssMiB.max)} / ${f(r.rssMiB.end)} MiB (end ${f(r.rssMiB.endVsBaseline * 100)} % vs baseline; max during warm-up ${f(r.rssMiB.maxWarmup)} MiB) |`,
     `| V8 heap used / used outside compiled code / heap total / external (Buffers) after a full GC: baseline → end | ${f(r.nodeMemory.baseline.heapUsedMiB)} / ${f(r.nodeMemory.baseline.keptMiB)} / ${f(r.nodeMemory.baseline.heapTotalMiB)} / ${f(r.nodeMemory.baseline.externalMiB)} → ${f(r.nodeMemory.end?.heapUsedMiB)} / ${f(r.nodeMemory.end?.keptMiB)} / ${f(r.nodeMemory.end?.heapTotalMiB)} / ${f(r.nodeMemory.end?.externalMiB)} MiB |`,
     `| V8 heap spaces (committed) after a full GC: baseline → end | ${spaces(r.nodeMemory.baseline.spacesMiB)} → ${spaces(r.nodeMemory.end?.spacesMiB)} MiB |`,

@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs'
 import http from 'node:http'
 import type { MailStack } from '../test/helpers/stack.ts'
 import { cycle, SOAK_DEADLINE_MS, type HostileServers, type ProbeSpec } from './soak-mix.ts'
-import { rssMiB } from './stats.ts'
+import { resident, rssMiB, type Resident } from './stats.ts'
 
 /** A flood (or silent) probe must answer within its deadline plus this. */
 const SLACK_MS = 100
@@ -127,10 +127,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
  * heap, not from wherever the collector happened to be after the warm-up) (the exporter runs with bench.ts's GC_ON_SIGNAL): what
  * the process keeps, without the garbage of the last probes that the collector has not reached yet.
  */
-async function collected(pid: number, base: string): Promise<{ rss: number; memory: NodeMemory }> {
+async function collected(
+  pid: number,
+  base: string,
+): Promise<{ rss: number; resident: Resident; memory: NodeMemory }> {
   process.kill(pid, 'SIGUSR2')
   await sleep(GC_WAIT_MS)
-  return { rss: rssMiB(pid), memory: await nodeMemory(base) }
+  const now = resident(pid)
+  return { rss: now.rss, resident: now, memory: await nodeMemory(base) }
 }
 
 export interface SoakOptions {
@@ -183,6 +187,8 @@ export interface SoakResult {
     baselineCollected: number
     endCollected: number
     endVsBaseline: number
+    /** The RSS after a full GC in its parts: anonymous (heaps) and file-backed (the program's pages). */
+    partsCollected: { baseline: Resident; end: Resident | undefined }
   }
   fds: { idle: number; baseline: number; max: number; end: number; endAfterWait: number }
   /** The heap after a full GC, at the baseline and at the end. */
@@ -244,7 +250,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     await sleep(o.settleMs)
     const settled = rssMiB(pid)
     const gc = await collected(pid, o.base)
-    const baseline = { rss: settled, collected: gc.rss, fds: fdCount(pid), memory: gc.memory }
+    const baseline = {
+      rss: settled,
+      collected: gc.rss,
+      parts: gc.resident,
+      fds: fdCount(pid),
+      memory: gc.memory,
+    }
     maxRss = Math.max(baseline.rss, baseline.collected)
     maxFds = baseline.fds
 
@@ -279,11 +291,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     let end = { rss: NaN, collected: NaN, fds: NaN }
     let endAfterWait = NaN
     let memoryEnd: NodeMemory | undefined
+    let partsEnd: Resident | undefined
     if (exit === undefined) {
       const settledEnd = rssMiB(pid)
       const gcEnd = await collected(pid, o.base)
       end = { rss: settledEnd, collected: gcEnd.rss, fds: fdCount(pid) }
       memoryEnd = gcEnd.memory
+      partsEnd = gcEnd.resident
       // Sockets closed late (or never): wait a little longer and look again, bounded.
       endAfterWait = end.fds
       for (let i = 0; i < 20 && endAfterWait > baseline.fds; i++) {
@@ -362,7 +376,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         check:
           'the heap kept (V8 heap used after a full GC, compiled code aside) within 10 % of the baseline',
         pass: heapGrowth <= 0.1,
-        detail: `baseline ${heapBefore.toFixed(1)} MiB, end ${heapAfter.toFixed(1)} MiB (${pct(heapGrowth)}); RSS after the GC ${baseline.collected.toFixed(1)} and ${end.collected.toFixed(1)} MiB (V8 keeps the young generation's 32 MiB or gives it back, as it sees fit)`,
+        detail: `baseline ${heapBefore.toFixed(1)} MiB, end ${heapAfter.toFixed(1)} MiB (${pct(heapGrowth)}); RSS after the GC ${baseline.collected.toFixed(1)} and ${end.collected.toFixed(1)} MiB (V8 keeps its young generation's pages or gives them back, as it sees fit)`,
       },
       {
         check: 'open fds back to the baseline',
@@ -399,6 +413,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         baselineCollected: baseline.collected,
         endCollected: end.collected,
         endVsBaseline,
+        partsCollected: { baseline: baseline.parts, end: partsEnd },
       },
       fds: { idle: idle.fds, baseline: baseline.fds, max: maxFds, end: end.fds, endAfterWait },
       nodeMemory: { baseline: baseline.memory, end: memoryEnd },
