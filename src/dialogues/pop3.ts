@@ -120,7 +120,7 @@ async function logIn(
     const tls = await phase('tls', () => client.startTls(tlsName(target), settings.tls_config))
     recordTlsMetrics(tls, ctx.registry, labels)
     await phase.named('tls', async () => {
-      if (afterStls) await ticketWait(tls, performance.now() - start, logger)
+      if (afterStls) await ticketWait(tls, performance.now() - start, logger, () => client.unread)
       checkVerified(tls, settings.tls_config)
     })
   }

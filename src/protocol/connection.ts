@@ -220,12 +220,22 @@ export async function startVerifiedTls(
 export interface TicketWait {
   /** Milliseconds from the end of the handshake until the client spoke again. */
   ms: number
-  /** Whether a ticket came (false: the wait ran out, or TLS 1.2 has none to wait for). */
-  ticket: boolean
+  /**
+   * What ended it: the ticket came; the server spoke first (what it sends comes after any ticket it
+   * sends, so none is coming); the wait ran out; or TLS 1.2, which has no such ticket to wait for.
+   */
+  ended: 'ticket' | 'server spoke' | 'timeout' | 'TLS 1.2'
 }
 
 /** The longest wait for a ticket: servers that send none (Exim) cost at most this. */
 const MAX_TICKET_WAIT_MS = 10
+
+const TICKET_WAIT_TEXT: Record<TicketWait['ended'], string> = {
+  ticket: 'TLS session ticket arrived',
+  'server spoke': 'the server spoke before any TLS session ticket; going on',
+  timeout: 'no TLS session ticket; going on',
+  'TLS 1.2': 'TLS 1.2: no session ticket to wait for',
+}
 
 /**
  * Calls `go` once the server's TLS 1.3 session ticket has arrived, so that our next command
@@ -233,7 +243,9 @@ const MAX_TICKET_WAIT_MS = 10
  * delayed ACK (Nagle), which a probe would report as server latency. A server sends its ticket as soon
  * as it has our Finished, one round trip after the handshake ended here, and the handshake itself
  * took at least one: so the wait ends after as long as the handshake took (`handshakeMs`), at most
- * 10 ms, when no ticket is coming. TLS 1.2 has no post-handshake ticket: `go` runs at once.
+ * 10 ms, when no ticket is coming; and as soon as `serverSpoke()` says the server has sent something
+ * (it would only after its ticket), when the caller can tell: data waiting unread in the socket or in
+ * its reader. TLS 1.2 has no post-handshake ticket: `go` runs at once.
  * The wait is the client's own, in no phase (callers time the handshake alone as phase tls): the
  * debug transcript says how it went.
  */
@@ -242,37 +254,48 @@ export function afterTicket(
   handshakeMs: number,
   logger: Logger,
   go: (wait: TicketWait) => void,
+  serverSpoke?: () => boolean,
 ): void {
   const start = performance.now()
   const told = (wait: TicketWait) => {
-    logger.debug(wait.ticket ? 'TLS session ticket arrived' : 'no TLS session ticket; going on', {
-      waited_ms: wait.ms.toFixed(2),
-    })
+    logger.debug(TICKET_WAIT_TEXT[wait.ended], { waited_ms: wait.ms.toFixed(2) })
     return wait
   }
   if (socket.getProtocol() !== 'TLSv1.3') {
-    go(told({ ms: 0, ticket: false }))
+    go(told({ ms: 0, ended: 'TLS 1.2' }))
     return
   }
   let done = false
-  const proceed = (ticket: boolean) => {
+  const proceed = (ended: TicketWait['ended']) => {
     if (done) return
     done = true
     clearTimeout(timer)
+    if (watch) clearInterval(watch)
     socket.off('session', onTicket)
-    const wait = told({ ms: performance.now() - start, ticket })
+    const wait = told({ ms: performance.now() - start, ended })
     // a write from inside the 'session' handler never reaches the server on Node 20
     setImmediate(() => go(wait))
   }
-  const onTicket = () => proceed(true)
+  const onTicket = () => proceed('ticket')
   const limit = Math.min(MAX_TICKET_WAIT_MS, Math.max(1, handshakeMs))
-  const timer = setTimeout(() => proceed(false), limit)
+  const timer = setTimeout(() => proceed('timeout'), limit)
+  // No event says "bytes arrived" without taking them from whoever reads next: look every millisecond.
+  const watch = serverSpoke
+    ? setInterval(() => {
+        if (serverSpoke()) proceed('server spoke')
+      }, 1)
+    : undefined
   socket.once('session', onTicket)
 }
 
 /** afterTicket as a promise. */
-export function ticketWait(socket: tls.TLSSocket, handshakeMs: number, logger: Logger): Promise<TicketWait> {
-  return new Promise((resolve) => afterTicket(socket, handshakeMs, logger, resolve))
+export function ticketWait(
+  socket: tls.TLSSocket,
+  handshakeMs: number,
+  logger: Logger,
+  serverSpoke?: () => boolean,
+): Promise<TicketWait> {
+  return new Promise((resolve) => afterTicket(socket, handshakeMs, logger, resolve, serverSpoke))
 }
 
 /** A server sent more than a probe will take (a line too long, too much unasked-for data). */
@@ -352,6 +375,11 @@ export class LineChannel {
 
   get socket(): net.Socket {
     return this.#socket
+  }
+
+  /** Whether bytes have come that nobody has read yet (a whole line or part of one). */
+  get unread(): boolean {
+    return this.#lines.length > 0 || this.#partialBytes > 0
   }
 
   #listen(socket: net.Socket) {

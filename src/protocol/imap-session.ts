@@ -469,18 +469,25 @@ export class ImapSession {
       // Phase tls is the handshake; the ticket wait after it is the client's own (debug line only).
       time()
       keepPeer(secure, options)
-      afterTicket(secure, performance.now() - start, this.#logger, () => {
-        this.#tlsSocket = secure
-        this.#viaStarttls = true
-        this.#hooks.onTls(secure)
-        try {
-          checkVerified(secure, this.#tlsConfig)
-        } catch (err) {
-          secure.destroy(err instanceof Error ? err : new Error(String(err))) // imapflow fails connect() with it
-          return
-        }
-        onSecure()
-      })
+      // imapflow reads the socket only once it has it: what the server sends first waits in it, unread
+      afterTicket(
+        secure,
+        performance.now() - start,
+        this.#logger,
+        () => {
+          this.#tlsSocket = secure
+          this.#viaStarttls = true
+          this.#hooks.onTls(secure)
+          try {
+            checkVerified(secure, this.#tlsConfig)
+          } catch (err) {
+            secure.destroy(err instanceof Error ? err : new Error(String(err))) // imapflow fails connect() with it
+            return
+          }
+          onSecure()
+        },
+        () => secure.readableLength > 0,
+      )
     })
     return secure
   }

@@ -148,6 +148,11 @@ export class Pop3Client {
     })
   }
 
+  /** Whether the server has sent anything not yet read (after STLS: it spoke before we did). */
+  get unread(): boolean {
+    return this.#channel.unread
+  }
+
   /** STLS (RFC 2595): the command alone; startTls() does the handshake. */
   stls(): Promise<void> {
     return this.#command('STLS')

@@ -187,6 +187,8 @@ export class SmtpSession {
           }
           cb(null, secured)
         }
+        // The server speaking first is not watched for: after STARTTLS the session is back at the point just
+        // after the greeting (RFC 3207 4.2), so the client speaks next; and nodemailer reads the socket itself.
         afterTicket(socket, handshakeMs, this.#logger, proceed)
       })
     }
