@@ -170,7 +170,14 @@ export function certs(): CertSet {
   return cached
 }
 
-/** A leaf for `name` only (DNS:name), signed by the test CA of certs(). */
+const leaves = new Map<string, { cert: Buffer; key: Buffer }>()
+
+/** A leaf for `name` only (DNS:name), signed by the test CA of certs(); made once per name. */
 export function leafFor(name: string): { cert: Buffer; key: Buffer } {
-  return leaf(certs().dir, name, `DNS:${name}`)
+  let made = leaves.get(name)
+  if (!made) {
+    made = leaf(certs().dir, name, `DNS:${name}`)
+    leaves.set(name, made)
+  }
+  return made
 }

@@ -30,6 +30,13 @@ async function servers(t: TestContext, hosts: { host: string; faults?: SmtpFault
   return { port: started[0]?.port ?? 0, servers: started }
 }
 
+/** mx1 on 127.0.0.2 and mx2 on 127.0.0.3, each with a certificate for its own name only. */
+const bothHosts = (t: TestContext) =>
+  servers(t, [
+    { host: '127.0.0.2', faults: { cert: leafFor('mx1.mail.test') } },
+    { host: '127.0.0.3', faults: { cert: leafFor('mx2.mail.test') } },
+  ])
+
 const twoHosts = (mx2Address = '127.0.0.3'): Record<string, DnsRecords> => ({
   'mail.test': {
     MX: [
@@ -46,10 +53,7 @@ test('mx: every mail exchanger is probed on its address, by preference, with mx 
   const {
     port,
     servers: [mx1, mx2],
-  } = await servers(t, [
-    { host: '127.0.0.2', faults: { cert: leafFor('mx1.mail.test') } },
-    { host: '127.0.0.3', faults: { cert: leafFor('mx2.mail.test') } },
-  ])
+  } = await bothHosts(t)
   const r = await probe(module(dns.address), `mx:mail.test:${port}`)
   assert.equal(r.value('probe_success'), 1, r.debug)
   assert.equal(r.value('probe_mx_hosts'), 2)
@@ -213,10 +217,7 @@ test('mx: allowed_targets admits the domain, and each host by its name or addres
   const {
     port,
     servers: [mx1, mx2],
-  } = await servers(t, [
-    { host: '127.0.0.2', faults: { cert: leafFor('mx1.mail.test') } },
-    { host: '127.0.0.3', faults: { cert: leafFor('mx2.mail.test') } },
-  ])
+  } = await bothHosts(t)
   const r = await probe(
     module(dns.address, 'allowed_targets: [mail.test, mx1.mail.test]'),
     `mx:mail.test:${port}`,
@@ -264,10 +265,7 @@ test('mx: refused before any connection: mx: for a prober that is not smtp, an a
 
 test('mx: a module with a fixed mx: target probes it without a target parameter and refuses others', async (t) => {
   const dns = await dnsServer(t, twoHosts())
-  const { port } = await servers(t, [
-    { host: '127.0.0.2', faults: { cert: leafFor('mx1.mail.test') } },
-    { host: '127.0.0.3', faults: { cert: leafFor('mx2.mail.test') } },
-  ])
+  const { port } = await bothHosts(t)
   const fixed = module(dns.address, `target: mx:mail.test:${port}`)
   const r = await probe(fixed, undefined)
   assert.equal(r.value('probe_success'), 1, r.debug)

@@ -10,6 +10,7 @@ import { after, test } from 'node:test'
 import { MailStore, imapScript, type ImapFaults } from '../servers/imap.ts'
 import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
 import { smtpScript } from '../servers/smtp.ts'
+import { roundtripModule } from '../helpers/modules.ts'
 import { probe } from '../helpers/probe.ts'
 import { RoundtripStates } from '../../src/probers/roundtrip/state.ts'
 import { lookDelays } from '../../src/probers/roundtrip/mailbox.ts'
@@ -23,31 +24,6 @@ after(() => {
 })
 
 const ALL_CAPS = 'IMAP4rev1 AUTH=PLAIN IDLE UIDPLUS'
-
-/** A sync round-trip module: SMTP without TLS to the probe's target, the receiving leg on `receivePort`. */
-function roundtripModule(
-  receivePort: number,
-  options: { protocol?: 'imap' | 'pop3'; timeout?: string | undefined; extra?: string[] | undefined } = {},
-) {
-  const protocol = options.protocol ?? 'imap'
-  return `
-prober: roundtrip
-timeout: ${options.timeout ?? '3s'}
-allowed_targets: [127.0.0.1]
-roundtrip:
-  poll_interval: 50ms
-  cleanup_reserve: 500ms
-  smtp:
-    tls: none
-    send: { from: probe@mx.test, to: probe@mx.test }
-  receive:
-    protocol: ${protocol}
-    target: 127.0.0.1:${receivePort}
-    ${protocol}:
-      tls: none
-      auth: { username: probe@mx.test, password: s3cr3t-pw, allow_plaintext: true }
-  ${(options.extra ?? []).join('\n  ')}`
-}
 
 /**
  * An SMTP server whose accepted mail lands in `store` (after `delayMs`, in `folder`; never with deliver: false),

@@ -4,6 +4,7 @@ import { test } from 'node:test'
 import { MailStore, imapScript } from '../servers/imap.ts'
 import { scriptedServer, type ScriptConnection } from '../servers/scripted.ts'
 import { smtpScript, type SmtpFaults } from '../servers/smtp.ts'
+import { roundtripModule } from '../helpers/modules.ts'
 import { probe } from '../helpers/probe.ts'
 
 const GREYLISTED =
@@ -176,23 +177,7 @@ async function roundtrip(t: Parameters<typeof scriptedServer>[0], faults: SmtpFa
     t,
     smtpScript({ starttls: false, onMessage: (raw) => store.deliver(raw), ...faults }),
   )
-  const module = `
-prober: roundtrip
-timeout: 3s
-allowed_targets: [127.0.0.1]
-roundtrip:
-  poll_interval: 50ms
-  cleanup_reserve: 500ms
-  smtp:
-    tls: none
-    send: { from: probe@mx.test, to: probe@mx.test }
-  receive:
-    protocol: imap
-    target: 127.0.0.1:${imap.port}
-    imap:
-      tls: none
-      auth: { username: probe@mx.test, password: s3cr3t-pw, allow_plaintext: true }`
-  return probe(module, `127.0.0.1:${smtp.port}`)
+  return probe(roundtripModule(imap.port), `127.0.0.1:${smtp.port}`)
 }
 
 test('smtp deferred: a round trip whose send leg is greylisted reports deferred 1 on leg="send"', async (t) => {
