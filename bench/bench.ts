@@ -110,24 +110,28 @@ modules:
 `
 
 const [user, pass] = stack.users.probe
-// min_interval 0s: a benchmark probes the same module and target back to back on purpose.
-/** IMAP and POP3 with STARTTLS/STLS and implicit TLS against the second stack (bench/ready-dovecot.ts). */
-const readyModules = (ready: ReadyDovecot) => {
-  const module = (prober: 'imap' | 'pop3', tls: string) => `
+
+/**
+ * An IMAP or POP3 module that logs in as the probe user, over `tls`, trusting `ca` (IMAP with STATUS: the
+ * shortest dialogue after the login, which the IMAP prober cannot skip). min_interval 0s, as every bench
+ * module: a benchmark probes the same module and target back to back on purpose.
+ */
+const loginModule = (prober: 'imap' | 'pop3', tls: string, ca: string, mailboxCheck?: 'status') => `
     prober: ${prober}
     min_interval: 0s
     allowed_targets: [127.0.0.1]
     ${prober}:
       tls: ${tls}
-      tls_config: { ca_file: ${ready.ca}, server_name: mail.test }
-      auth: { username: ${user}, password: ${pass} }${prober === 'imap' ? '\n      mailbox_check: status' : ''}`
-  return `
-  imap_ready_starttls:${module('imap', 'starttls')}
-  imap_ready_implicit:${module('imap', 'implicit')}
-  pop3_ready_stls:${module('pop3', 'stls')}
-  pop3_ready_implicit:${module('pop3', 'implicit')}
+      tls_config: { ca_file: ${ca}, server_name: mail.test }
+      auth: { username: ${user}, password: ${pass} }${mailboxCheck ? `\n      mailbox_check: ${mailboxCheck}` : ''}`
+
+/** IMAP and POP3 with STARTTLS/STLS and implicit TLS against the second stack (bench/ready-dovecot.ts). */
+const readyModules = (ready: ReadyDovecot) => `
+  imap_ready_starttls:${loginModule('imap', 'starttls', ready.ca, 'status')}
+  imap_ready_implicit:${loginModule('imap', 'implicit', ready.ca, 'status')}
+  pop3_ready_stls:${loginModule('pop3', 'stls', ready.ca)}
+  pop3_ready_implicit:${loginModule('pop3', 'implicit', ready.ca)}
 `
-}
 
 /** Our config: the main stack's modules, the soak's, and `extra` (the second stack's, while it runs). */
 const oursConfig = (extra = '') => `
@@ -144,32 +148,9 @@ modules:
       tls: starttls
       tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
       auth: { username: ${user}, password: ${pass} }
-  imap_login:
-    prober: imap
-    min_interval: 0s
-    allowed_targets: [127.0.0.1]
-    imap:
-      tls: starttls
-      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
-      auth: { username: ${user}, password: ${pass} }
-  # The IMAP prober cannot skip the login (auth is required): STATUS is the shortest dialogue after it.
-  imap_login_status:
-    prober: imap
-    min_interval: 0s
-    allowed_targets: [127.0.0.1]
-    imap:
-      tls: starttls
-      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
-      auth: { username: ${user}, password: ${pass} }
-      mailbox_check: status
-  pop3_login:
-    prober: pop3
-    min_interval: 0s
-    allowed_targets: [127.0.0.1]
-    pop3:
-      tls: stls
-      tls_config: { ca_file: ${stack.ca}, server_name: mail.test }
-      auth: { username: ${user}, password: ${pass} }
+  imap_login:${loginModule('imap', 'starttls', stack.ca)}
+  imap_login_status:${loginModule('imap', 'starttls', stack.ca, 'status')}
+  pop3_login:${loginModule('pop3', 'stls', stack.ca)}
   # The implicit TLS twin of smtp_starttls: its tls phase is the yardstick for tls after STARTTLS.
   smtp_implicit:
     prober: smtp
